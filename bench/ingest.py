@@ -1,0 +1,169 @@
+"""Landing benchmark: a 300k-row batch through realty's landing + clean path vs pandas ``to_sql``.
+
+Both paths start from the same parsed payload and write into the same PostgreSQL server in the
+same run; each runs in its own process so that its peak RSS is its own. Writes
+``bench/results/ingest.json``.
+
+    python bench/ingest.py [--rows 300000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+TO_SQL_TABLE = "raw_listings_to_sql"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_platform(settings, body: bytes, key_suffix: str) -> dict:
+    """Land the payload, spread its rows into RAW, clean it into CLEAN."""
+    from dataclasses import replace
+
+    from realty.clean_store import clean_landed_batch
+    from realty.data_api import parse_body
+    from realty.db import connect
+    from realty.landing import land_payload, spread_rows
+
+    batch = parse_body(body)
+    batch = replace(batch, day=f"{batch.day}{key_suffix}")  # a fresh key per repeat
+    with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+        start = time.perf_counter()
+        land_payload(raw, batch, "bench")
+        spread_rows(raw, batch.key)
+        landed = time.perf_counter()
+        account = clean_landed_batch(raw, clean, batch.key)
+        done = time.perf_counter()
+    return {
+        "rows": len(batch.data),
+        "landing_seconds": landed - start,
+        "landing_clean_seconds": done - start,
+        "clean_rows": account.clean_rows,
+    }
+
+
+def run_to_sql(settings, body: bytes) -> dict:
+    """The baseline: the same rows as a DataFrame, ``DataFrame.to_sql`` into the same server."""
+    import pandas as pd
+    import sqlalchemy
+
+    from realty.data_api import parse_body
+    from realty.schema import LISTING_COLUMNS
+
+    batch = parse_body(body)
+    engine = sqlalchemy.create_engine(
+        settings.database_url("raw_data").replace("postgresql://", "postgresql+psycopg://", 1)
+    )
+    start = time.perf_counter()
+    frame = pd.DataFrame(batch.delivered_rows(), columns=list(LISTING_COLUMNS))
+    frame.insert(0, "batch_key", batch.key)
+    frame.insert(1, "row_index", range(len(frame)))
+    frame.to_sql(TO_SQL_TABLE, engine, if_exists="replace", index=False)
+    seconds = time.perf_counter() - start
+    engine.dispose()
+    return {"rows": len(batch.data), "seconds": seconds}
+
+
+def child(path: str, body_file: Path, settings_json: str, key_suffix: str) -> None:
+    from realty.settings import Settings
+
+    settings = Settings.model_validate_json(settings_json)
+    body = body_file.read_bytes()
+    result = (
+        run_platform(settings, body, key_suffix)
+        if path == "platform"
+        else run_to_sql(settings, body)
+    )
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(json.dumps(result))
+
+
+def in_child(path: str, body_file: Path, settings, key_suffix: str = "") -> dict:
+    output = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            path,
+            str(body_file),
+            settings.model_dump_json(),
+            key_suffix,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def fetch_body(settings, rows: int, home: Path) -> bytes:
+    from realty.data_api import DataApiClient
+    from realty.sandbox import SimulatorProcess
+
+    simulator = SimulatorProcess(home, REALTY_SOURCE_ROWS_PER_BATCH=str(rows)).start()
+    try:
+        client = DataApiClient(simulator.url, settings.group_number, "bench", 300.0, 2, 1.0)
+        return client.fetch_next().body
+    finally:
+        simulator.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from realty.sandbox import make_settings
+    from realty.stack import Stack
+
+    home = Path(tempfile.mkdtemp(prefix="realty-bench-"))
+    settings = make_settings(home)
+    stack = Stack(settings, only=("postgres",))
+    stack.start()
+    try:
+        body_file = home / "payload.json"
+        body_file.write_bytes(fetch_body(settings, args.rows, home))
+        platform = [in_child("platform", body_file, settings, f"r{i}") for i in range(args.repeats)]
+        to_sql = in_child("to_sql", body_file, settings)
+    finally:
+        stack.stop()
+
+    rows = platform[0]["rows"]
+    landing_s = statistics.median(p["landing_seconds"] for p in platform)
+    full_s = statistics.median(p["landing_clean_seconds"] for p in platform)
+    result = {
+        "rows": rows,
+        "platform_rows_per_s": round(rows / landing_s),
+        "platform_landing_clean_rows_per_s": round(rows / full_s),
+        "to_sql_rows_per_s": round(rows / to_sql["seconds"]),
+        "ratio": round(to_sql["seconds"] / landing_s, 1),
+        "platform_peak_rss_mb": max(p["peak_rss_mb"] for p in platform),
+        "to_sql_peak_rss_mb": to_sql["peak_rss_mb"],
+        "platform_landing_seconds": round(landing_s, 3),
+        "platform_landing_clean_seconds": round(full_s, 3),
+        "to_sql_seconds": round(to_sql["seconds"], 3),
+        "repeats": args.repeats,
+        "cores": len(__import__("os").sched_getaffinity(0)),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:
+        main()

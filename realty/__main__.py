@@ -1,0 +1,3 @@
+from realty.cli import app
+
+app()

@@ -1,0 +1,169 @@
+"""``realty``: one command line for the whole platform."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from realty.settings import Settings, get_settings
+
+app = typer.Typer(help="realty: continuous training for house-price models.", no_args_is_help=True)
+console = Console()
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.home / "stack.pid"
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _print_urls(urls: dict[str, str]) -> None:
+    for name, url in urls.items():
+        console.print(f"  {name:<18} {url}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """`realty down` sends SIGTERM; stop as Ctrl-C would."""
+    raise KeyboardInterrupt
+
+
+def _run_until_signal(stack, settings: Settings, keep_running) -> None:
+    """Write the pid file, watch the services until Ctrl-C / `realty down`, then stop them."""
+    from realty.stack import StackError
+
+    pid_file = _pid_file(settings)
+    pid_file.write_text(str(os.getpid()))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        keep_running()
+    except KeyboardInterrupt:
+        console.print("stopping the stack ...")
+    except StackError as error:
+        raise _fail(str(error)) from None
+    finally:
+        stack.stop()
+        pid_file.unlink(missing_ok=True)
+
+
+def start_stack(settings: Settings):
+    from realty.stack import Stack, StackError
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings)
+    try:
+        with console.status("starting the stack") as status:
+            stack.start(
+                on_ready=lambda s: status.update(f"{s.name} is up; starting the next service")
+            )
+    except StackError as error:
+        raise _fail(str(error)) from None
+    return stack
+
+
+def watch(stack) -> None:
+    while True:
+        stack.check()
+        time.sleep(1.0)
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded stack (PostgreSQL, MLflow, simulator, Dagster) until Ctrl-C."""
+    settings = get_settings()
+    stack = start_stack(settings)
+    console.print("[bold green]realty is up[/]  (Ctrl-C or `realty down` stops it)")
+    _print_urls(stack.urls)
+    _run_until_signal(stack, settings, lambda: watch(stack))
+
+
+@app.command()
+def down() -> None:
+    """Stop the stack started by `realty up` or `realty demo`."""
+    pid_file = _pid_file(get_settings())
+    if not pid_file.exists():
+        console.print("no stack is running")
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        console.print("no stack is running (removed a stale pid file)")
+        return
+    with console.status("stopping the stack"):
+        while pid_file.exists():
+            time.sleep(0.2)
+    console.print("stopped")
+
+
+@app.command()
+def demo() -> None:
+    """Start the stack, ingest every batch of the source through Dagster, print the story."""
+    from realty import demo as demo_module
+
+    os.environ.setdefault("REALTY_SENSOR_INTERVAL_S", "2")
+    get_settings.cache_clear()
+    settings = get_settings()
+    stack = start_stack(settings)
+    exit_after = os.environ.get("DEMO_EXIT") == "1"
+    outcome: dict[str, bool] = {}
+
+    def run_demo() -> None:
+        outcome["ok"] = demo_module.run(settings, stack, console)
+        if not exit_after:
+            console.print("the stack keeps running; Ctrl-C stops it")
+            watch(stack)
+
+    _run_until_signal(stack, settings, run_demo)
+    if exit_after and not outcome.get("ok"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def source(
+    csv: Annotated[Path | None, typer.Option(help="Serve this CSV in slices")] = None,
+    rows: Annotated[int | None, typer.Option(help="Rows per generated batch")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+) -> None:
+    """Run the data-API simulator alone."""
+    from source.app import serve
+
+    overrides = {"source_csv": csv, "source_rows_per_batch": rows, "source_port": port}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    serve(settings)
+
+
+@app.command()
+def status() -> None:
+    """Which services are up, where their UIs are, and what has been ingested."""
+    from realty.status import ingestion_summary, service_statuses
+
+    settings = get_settings()
+    table = Table("service", "state", "url")
+    for name, up_now, url in service_statuses(settings):
+        table.add_row(name, "[green]up[/]" if up_now else "[red]down[/]", url)
+    console.print(table)
+    console.print(ingestion_summary(settings))

@@ -1,0 +1,119 @@
+"""All configuration, read from environment variables (prefix ``REALTY_``) with working defaults.
+
+One class, so every component (CLI, Dagster code location, serving, simulator) reads the same
+names. ``.env.example`` lists every variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DATABASES = ("dagster", "mlflow", "raw_data", "clean_data")
+
+
+class Settings(BaseSettings):
+    # Empty variables (as in a copied .env.example) mean "use the default".
+    model_config = SettingsConfigDict(
+        env_prefix="REALTY_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    home: Path = Field(
+        REPO_ROOT / "var", description="Runtime state: Postgres data, logs, artifacts"
+    )
+    host: str = Field("127.0.0.1", description="Interface every embedded service binds to")
+
+    # PostgreSQL: embedded unless pg_url points at an external server.
+    pg_url: str | None = Field(
+        None, description="postgresql://user:pass@host:port (no database); unset = embedded server"
+    )
+    pg_port: int = 54329
+    pg_user: str = "realty"
+
+    # Service ports of the embedded stack.
+    mlflow_port: int = 5000
+    dagster_port: int = 3000
+    source_port: int = 8800
+
+    # The course data API (the local simulator by default).
+    source_url: str | None = Field(None, description="Base URL of the data API; unset = simulator")
+    group_number: int = 1
+    day: str = "Tuesday"
+    source_timeout_s: float = 60.0
+    source_retries: int = 4
+    source_backoff_s: float = 0.5
+
+    # Simulator.
+    source_csv: Path | None = Field(
+        None, description="Serve this CSV in 10 slices instead of the generator"
+    )
+    source_rows_per_batch: int = 20_000
+    source_batches: int = 10
+    source_state_file: Path | None = None
+
+    # Automation.
+    ingest_cron: str = Field(
+        "*/5 * * * *", description="Cadence of the course API (Airflow schedule)"
+    )
+    sensor_interval_s: int = Field(30, description="Minimum seconds between source sensor ticks")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return home.resolve()
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def server_url(self) -> str:
+        """URL of the PostgreSQL server without a database name."""
+        if self.pg_url:
+            return self.pg_url.rstrip("/")
+        return f"postgresql://{self.pg_user}@{self.host}:{self.pg_port}"
+
+    def database_url(self, database: str) -> str:
+        return f"{self.server_url}/{database}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://{self.host}:{self.dagster_port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{self.host}:{self.source_port}"
+
+    @property
+    def data_api_url(self) -> str:
+        return self.source_url or self.simulator_url
+
+    @property
+    def simulator_state_file(self) -> Path:
+        return self.source_state_file or self.home / "source" / "state.json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

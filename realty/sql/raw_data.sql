@@ -1,0 +1,46 @@
+-- RAW: payloads exactly as the data API delivered them, and their rows as text.
+
+-- One row per delivered batch, written before anything else happens with it.
+CREATE TABLE IF NOT EXISTS raw_batches (
+    batch_key      text PRIMARY KEY,
+    seq            bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- landing order
+    group_number   integer NOT NULL,
+    day            text NOT NULL,
+    batch_number   integer NOT NULL,
+    fetched_at     timestamptz NOT NULL,
+    source_url     text NOT NULL,
+    row_count      integer NOT NULL,
+    payload_hash   text NOT NULL,   -- sha256 of body
+    body           bytea NOT NULL,  -- the HTTP response body, byte for byte
+    UNIQUE (group_number, day, batch_number)
+);
+ALTER TABLE raw_batches ALTER COLUMN body SET STORAGE EXTERNAL;  -- already dense JSON; skip TOAST compression
+
+-- The rows of each batch as delivered (text; typing happens in CLEAN). No foreign key to
+-- raw_batches: its per-row trigger costs about 3.5 s per 300k rows, and rows are only ever
+-- written by realty.landing.spread_rows from a landed payload, in one transaction.
+CREATE TABLE IF NOT EXISTS raw_listings (
+    batch_key      text NOT NULL,
+    row_index      integer NOT NULL,
+    brokered_by    text,
+    status         text,
+    price          text,
+    bed            text,
+    bath           text,
+    acre_lot       text,
+    street         text,
+    city           text,
+    state          text,
+    zip_code       text,
+    house_size     text,
+    prev_sold_date text,
+    PRIMARY KEY (batch_key, row_index)
+);
+
+-- Whether the source said it has delivered every batch of a group/day (its 400 answer).
+CREATE TABLE IF NOT EXISTS source_progress (
+    group_number  integer NOT NULL,
+    day           text NOT NULL,
+    exhausted_at  timestamptz,
+    PRIMARY KEY (group_number, day)
+);

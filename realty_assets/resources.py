@@ -1,0 +1,51 @@
+"""Resources: the PostgreSQL server and the data API, configured from ``realty.settings``."""
+
+import dagster as dg
+import psycopg
+
+from realty.data_api import DataApiClient
+from realty.settings import Settings
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The platform's PostgreSQL server; one database per storage role."""
+
+    server_url: str
+
+    def connect(self, database: str) -> psycopg.Connection:
+        return psycopg.connect(f"{self.server_url}/{database}")
+
+
+class DataApiResource(dg.ConfigurableResource):
+    """The course data API (or its simulator)."""
+
+    base_url: str
+    group_number: int
+    day: str
+    timeout_s: float = 60.0
+    retries: int = 4
+    backoff_s: float = 0.5
+
+    def client(self) -> DataApiClient:
+        return DataApiClient(
+            base_url=self.base_url,
+            group_number=self.group_number,
+            day=self.day,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "postgres": PostgresResource(server_url=settings.server_url),
+        "data_api": DataApiResource(
+            base_url=settings.data_api_url,
+            group_number=settings.group_number,
+            day=settings.day,
+            timeout_s=settings.source_timeout_s,
+            retries=settings.source_retries,
+            backoff_s=settings.source_backoff_s,
+        ),
+    }

@@ -1,0 +1,108 @@
+"""Fault modes for tests: what a slow, flaky or sloppy data API does.
+
+Set them in ``SimulatorConfig.faults`` at start, or on a running simulator with
+``POST /admin/faults`` (the JSON of ``Faults``), which also restarts the call count.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from realty.schema import LISTING_COLUMNS
+
+PRICE_TEXTS = ("call for price", "$425,000", "N/A", "")
+NOT_ROWS: tuple[object, ...] = ("#N/A", None, 42, {"error": "row lost"})
+
+
+class Faults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latency_s: float = Field(0.0, ge=0, description="Seconds added before every /data answer")
+    fail_next: int = Field(
+        0, ge=0, description="Answer the next N /data calls with fail_status; no batch is used"
+    )
+    fail_every: int = Field(
+        0, ge=0, description="Answer every k-th /data call with fail_status (0: never)"
+    )
+    fail_status: int = Field(503, ge=500, le=599)
+    empty_next: int = Field(
+        0, ge=0, description='Deliver the next N batches with "data": [] (they still count)'
+    )
+    malformed_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of rows garbled: wrong length, missing fields, text prices, non-rows",
+    )
+
+
+class FaultState:
+    """The faults in force, with the /data calls and empty batches counted since they were
+    set (so "the next N" means from the moment they were set)."""
+
+    def __init__(self, faults: Faults) -> None:
+        self._lock = threading.Lock()
+        self.set(faults)
+
+    def set(self, faults: Faults) -> None:
+        with self._lock:
+            self.faults = faults
+            self._calls = 0
+            self._empties_left = faults.empty_next
+
+    def count_call_and_fail(self) -> bool:
+        """Count one /data call; True when this call must fail."""
+        with self._lock:
+            self._calls += 1
+            every = self.faults.fail_every
+            return self._calls <= self.faults.fail_next or (every > 0 and self._calls % every == 0)
+
+    def take_empty(self) -> bool:
+        """True when the batch being delivered must be empty."""
+        with self._lock:
+            if self._empties_left == 0:
+                return False
+            self._empties_left -= 1
+            return True
+
+
+def garble(rows: list, fraction: float, seed: int) -> list:
+    """Corrupt about ``fraction`` of the rows (lists or objects) the ways sloppy payloads do:
+    too few fields or missing keys, extra fields, a price that is not a number, something that
+    is not a row. Deterministic for a seed, so a re-delivered batch is the same bytes."""
+    rng = np.random.default_rng(seed)
+    garbled = list(rows)
+    for index in np.flatnonzero(rng.random(len(rows)) < fraction):
+        kind, row = rng.integers(4), rows[index]
+        if kind == 0:
+            garbled[index] = _shortened(row, rng)
+        elif kind == 1:
+            garbled[index] = _lengthened(row)
+        elif kind == 2:
+            garbled[index] = _with_price(row, PRICE_TEXTS[rng.integers(len(PRICE_TEXTS))])
+        else:
+            garbled[index] = NOT_ROWS[rng.integers(len(NOT_ROWS))]
+    return garbled
+
+
+def _shortened(row: list | dict, rng: np.random.Generator) -> list | dict:
+    """A list cut after 1 to 11 fields; an object without 1 to 4 of its keys."""
+    if isinstance(row, dict):
+        dropped = set(rng.choice(LISTING_COLUMNS, int(rng.integers(1, 5)), replace=False))
+        return {k: v for k, v in row.items() if k not in dropped}
+    return row[: rng.integers(1, len(LISTING_COLUMNS))]
+
+
+def _lengthened(row: list | dict) -> list | dict:
+    if isinstance(row, dict):
+        return {**row, "extra_field": "?"}
+    return [*row, "?", "?"]
+
+
+def _with_price(row: list | dict, price: str) -> list | dict:
+    if isinstance(row, dict):
+        return {**row, "price": price}
+    return [*row[:2], price, *row[3:]]

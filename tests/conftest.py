@@ -1,0 +1,67 @@
+"""Session fixtures: real servers on 127.0.0.1, started by the same code as `realty up`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from realty.sandbox import SimulatorProcess, make_settings
+from realty.settings import Settings
+from realty.stack import Stack, service_env
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REALTOR_SAMPLE = SHARED / "data" / "realtor" / "realtor_sample.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real PostgreSQL server (the embedded one) with the platform's databases migrated."""
+    settings = make_settings(tmp_path_factory.mktemp("pg-home"))
+    stack = Stack(settings, only=("postgres",))
+    stack.start()
+    yield settings
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def dagster_instance(pg_settings: Settings):
+    """A Dagster instance with its storage in the test server's `dagster` database."""
+    from dagster import DagsterInstance
+
+    from realty.stack import prepare_dagster_home
+
+    prepare_dagster_home(pg_settings)
+    os.environ.update(
+        {
+            k: v
+            for k, v in service_env(pg_settings).items()
+            if k.startswith(("DAGSTER", "REALTY_DAGSTER"))
+        }
+    )
+    instance = DagsterInstance.from_config(str(pg_settings.dagster_home))
+    yield instance
+    instance.dispose()
+
+
+def require_sample() -> Path:
+    if not REALTOR_SAMPLE.exists():
+        pytest.skip(f"the real realtor sample is not here ({REALTOR_SAMPLE}); ../shared is absent")
+    return REALTOR_SAMPLE
+
+
+@pytest.fixture
+def start_simulator(tmp_path: Path) -> Iterator:
+    """Start simulators with the given environment; all are stopped after the test."""
+    started: list[SimulatorProcess] = []
+
+    def start(**env: str) -> SimulatorProcess:
+        simulator = SimulatorProcess(tmp_path, **env).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()

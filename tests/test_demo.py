@@ -1,0 +1,99 @@
+"""`realty demo` end to end: the real stack, the Dagster daemon's sensor ticks and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from realty.sandbox import make_settings
+from realty.stack import port_in_use
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_ingests_every_batch_and_exits(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home")
+    env = {
+        **os.environ,
+        "REALTY_HOME": str(settings.home),
+        "REALTY_PG_PORT": str(settings.pg_port),
+        "REALTY_MLFLOW_PORT": str(settings.mlflow_port),
+        "REALTY_DAGSTER_PORT": str(settings.dagster_port),
+        "REALTY_SOURCE_PORT": str(settings.source_port),
+        "REALTY_SOURCE_ROWS_PER_BATCH": "3000",
+        "REALTY_SOURCE_BATCHES": "3",
+        "REALTY_SENSOR_INTERVAL_S": "1",
+        "DEMO_EXIT": "1",
+        "COLUMNS": "160",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "realty", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    summary = json.loads((settings.home / "demo" / "summary.json").read_text())
+    batches = summary["batches"]
+    assert [b["batch_number"] for b in batches] == [1, 2, 3]
+    for batch in batches:
+        assert batch["raw_rows"] == 3000
+        assert batch["raw_rows"] == batch["clean_rows"] + batch["rejected_rows"]
+        assert 0 < batch["rejected_rows"] < batch["raw_rows"] * 0.2
+        assert batch["seconds"] > 0
+    assert summary["services"] == {
+        "dagster": settings.dagster_url,
+        "mlflow": settings.mlflow_url,
+        "source": settings.simulator_url,
+    }
+    assert summary["source"]["exhausted"] is True
+    assert "Dagster" in result.stdout and settings.dagster_url in result.stdout
+
+    # Every service was stopped, and each wrote its log.
+    for port in (
+        settings.pg_port,
+        settings.mlflow_port,
+        settings.dagster_port,
+        settings.source_port,
+    ):
+        assert not port_in_use(settings.host, port)
+    for name in ("postgres", "mlflow", "source", "dagster-webserver", "dagster-daemon"):
+        assert (settings.logs_dir / f"{name}.log").stat().st_size > 0
+
+    # A second demo over the same state resumes: nothing is fetched or cleaned twice.
+    again = subprocess.run(
+        [sys.executable, "-m", "realty", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert json.loads((settings.home / "demo" / "summary.json").read_text())["batches"] == batches
+    assert_no_duplicates(settings)
+
+
+def assert_no_duplicates(settings) -> None:
+    from realty.stack import Stack
+
+    stack = Stack(settings, only=("postgres",))
+    stack.start()
+    try:
+        with psycopg.connect(settings.database_url("raw_data")) as conn:
+            assert conn.execute("SELECT count(*) FROM raw_batches").fetchone() == (3,)
+            assert conn.execute("SELECT count(*) FROM raw_listings").fetchone() == (9000,)
+        with psycopg.connect(settings.database_url("clean_data")) as conn:
+            (total,) = conn.execute(
+                "SELECT sum(clean_rows) + sum(rejected_rows) FROM clean_batches"
+            ).fetchone()
+            assert total == 9000
+    finally:
+        stack.stop()
