@@ -125,16 +125,24 @@ def state_table(frame: pd.DataFrame, national: pd.DataFrame) -> dict[str, tuple]
     return table
 
 
+def _most_frequent(values: pd.Series, n: int) -> pd.Series:
+    """The n most frequent values with their counts; ties go to the smaller value, so the
+    generated calibration is the same on every run (value_counts leaves ties unordered)."""
+    counts = values.value_counts()
+    order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
+    return pd.Series(dict(order), dtype="int64")
+
+
 def city_table(frame: pd.DataFrame, states: list[str]) -> dict[str, tuple]:
     """Per state: its most frequent cities, each with its share and most frequent zip codes."""
     located = frame.dropna(subset=["city", "zip_code"])
     table = {}
     for state in states:
         rows = located[located.state == state]
-        top = rows.city.value_counts().head(CITIES_PER_STATE)
+        top = _most_frequent(rows.city, CITIES_PER_STATE)
         cities = []
         for city, count in top.items():
-            zips = rows.zip_code[rows.city == city].value_counts().head(ZIPS_PER_CITY).index
+            zips = _most_frequent(rows.zip_code[rows.city == city], ZIPS_PER_CITY).index
             cities.append((city, round(float(count / top.sum()), 3), tuple(zips)))
         table[state] = tuple(cities)
     return table
