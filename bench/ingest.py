@@ -28,20 +28,19 @@ def peak_rss_mb() -> float:
 
 
 def run_platform(settings, body: bytes, key_suffix: str) -> dict:
-    """Land the payload, spread its rows into RAW, clean it into CLEAN."""
+    """Land the payload with its rows in RAW, clean it into CLEAN."""
     from dataclasses import replace
 
     from realty.clean_store import clean_landed_batch
     from realty.data_api import parse_body
     from realty.db import connect
-    from realty.landing import land_payload, spread_rows
+    from realty.landing import land_payload
 
     batch = parse_body(body)
     batch = replace(batch, day=f"{batch.day}{key_suffix}")  # a fresh key per repeat
     with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
         start = time.perf_counter()
         land_payload(raw, batch, "bench")
-        spread_rows(raw, batch.key)
         landed = time.perf_counter()
         account = clean_landed_batch(raw, clean, batch.key)
         done = time.perf_counter()

@@ -2,9 +2,10 @@
 
 RAW keeps values as delivered (103378.0 stays "103378.0"); normalising them is CLEAN's job.
 
-A fetch can advance the source's batch counter, so the payload is committed before anything
-else happens with it. Both steps are idempotent: landing the same batch again is a no-op and
-re-spreading a batch replaces its rows in one transaction.
+A fetch can advance the source's batch counter, so the payload and its rows are committed in
+one transaction before anything else happens with them: there is never a landed batch without
+its rows, or rows without their batch. Landing the same batch again is a no-op; ``ensure_rows``
+re-spreads a batch's rows from its stored payload (one transaction) if they are not all there.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class PayloadConflict(RuntimeError):
 
 
 def land_payload(conn: psycopg.Connection, batch: FetchedBatch, source_url: str) -> LandedBatch:
-    """Commit the payload to ``raw_batches`` (one row, one transaction)."""
+    """Commit the payload to ``raw_batches`` and its rows to ``raw_listings`` (one transaction)."""
     payload_hash = hashlib.sha256(batch.body).hexdigest()
     with conn.transaction():
         inserted = conn.execute(
@@ -53,7 +54,9 @@ def land_payload(conn: psycopg.Connection, batch: FetchedBatch, source_url: str)
                 datetime.now(UTC), source_url, len(batch.data), payload_hash, batch.body,
             ),
         ).fetchone()  # fmt: skip
-        if inserted is None:
+        if inserted is not None:
+            _write_rows(conn, batch.key, batch)
+        else:
             (known_hash,) = conn.execute(
                 "SELECT payload_hash FROM raw_batches WHERE batch_key = %s", (batch.key,)
             ).fetchone()
@@ -105,16 +108,8 @@ def landed_keys(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT batch_key FROM raw_batches ORDER BY seq")]
 
 
-def spread_rows(conn: psycopg.Connection, key: str) -> FetchedBatch:
-    """(Re)write the rows of landed batch ``key`` into ``raw_listings`` from its stored payload."""
-    row = conn.execute(
-        "SELECT body, group_number, day FROM raw_batches WHERE batch_key = %s", (key,)
-    ).fetchone()
-    if row is None:
-        raise KeyError(f"batch {key} has not been landed")
-    body, group_number, day = row
-    batch = parse_body(body, group_number, day)
-    with conn.transaction(), conn.cursor() as cur, paused_gc():
+def _write_rows(conn: psycopg.Connection, key: str, batch: FetchedBatch) -> None:
+    with conn.cursor() as cur, paused_gc():
         cur.execute("DELETE FROM raw_listings WHERE batch_key = %s", (key,))
         copy_records(
             cur,
@@ -122,4 +117,32 @@ def spread_rows(conn: psycopg.Connection, key: str) -> FetchedBatch:
             ("batch_key", "row_index", *LISTING_COLUMNS),
             ((key, index, *values) for index, values in enumerate(batch.delivered_rows())),
         )
-    return batch
+
+
+@dataclass(frozen=True)
+class RawRows:
+    batch: FetchedBatch
+    respread: bool  # True when rows were missing and were rewritten from the payload
+
+
+def ensure_rows(conn: psycopg.Connection, key: str) -> RawRows:
+    """Landed batch ``key`` with all its rows in ``raw_listings``, re-spread from the stored
+    payload if any are missing (rows deleted by hand, or landed by an older version)."""
+    row = conn.execute(
+        """
+        SELECT b.body, b.group_number, b.day, b.row_count,
+               (SELECT count(*) FROM raw_listings r WHERE r.batch_key = b.batch_key)
+        FROM raw_batches b WHERE b.batch_key = %s
+        """,
+        (key,),
+    ).fetchone()
+    if row is None:
+        raise KeyError(f"batch {key} has not been landed")
+    body, group_number, day, row_count, spread = row
+    batch = parse_body(body, group_number, day)
+    if spread == row_count:
+        return RawRows(batch, respread=False)
+    log.warning("batch %s has %d of its %d rows in RAW: re-spreading", key, spread, row_count)
+    with conn.transaction():
+        _write_rows(conn, key, batch)
+    return RawRows(batch, respread=True)

@@ -18,7 +18,7 @@ ALTER TABLE raw_batches ALTER COLUMN body SET STORAGE EXTERNAL;  -- already dens
 
 -- The rows of each batch as delivered (text; typing happens in CLEAN). No foreign key to
 -- raw_batches: its per-row trigger costs about 3.5 s per 300k rows, and rows are only ever
--- written by realty.landing.spread_rows from a landed payload, in one transaction.
+-- written by realty.landing with their payload, in one transaction.
 CREATE TABLE IF NOT EXISTS raw_listings (
     batch_key      text NOT NULL,
     row_index      integer NOT NULL,

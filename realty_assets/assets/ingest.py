@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from realty.clean_store import BatchAccount, clean_landed_batch
-from realty.landing import spread_rows
+from realty.landing import ensure_rows
 from realty.quality import CHECK_NAMES, run_checks
 from realty.schema import LISTING_COLUMNS
 from realty_assets.partitions import batch_partitions
@@ -20,20 +20,23 @@ INGEST_GROUP = "ingest"
     group_name=INGEST_GROUP,
     kinds={"postgres"},
     description="The rows of a delivered batch as text, exactly as the data API sent them "
-    "(raw_data.raw_listings), spread from the payload landed in raw_data.raw_batches.",
+    "(raw_data.raw_listings), landed with the payload (raw_data.raw_batches) in one "
+    "transaction; re-spread from the payload if any row is missing.",
 )
 def raw_batch(
     context: dg.AssetExecutionContext, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
     with postgres.connect("raw_data") as conn:
-        batch = spread_rows(conn, key)
+        rows = ensure_rows(conn, key)
+    batch = rows.batch
     preview = pd.DataFrame(islice(batch.delivered_rows(), 5), columns=list(LISTING_COLUMNS))
     return dg.MaterializeResult(
         metadata={
             "batch_number": batch.batch_number,
             "dagster/row_count": len(batch.data),
             "malformed_rows": len(batch.malformed),
+            "respread": rows.respread,
             "preview": dg.MetadataValue.md(
                 preview.to_markdown(index=False) if len(preview) else "_empty batch_"
             ),

@@ -129,6 +129,23 @@ def test_refetching_a_batch_lands_nothing_new(ingestion) -> None:
     ]
 
 
+def test_lost_raw_rows_are_respread_from_the_payload(ingestion) -> None:
+    run, _ = ingestion("respread", REALTY_SOURCE_ROWS_PER_BATCH="400", REALTY_SOURCE_BATCHES="2")
+    [key] = run.tick_and_run()
+    before = run.raw("SELECT * FROM raw_listings WHERE batch_key = %s ORDER BY row_index", key)
+    with psycopg.connect(run.settings.database_url("raw_data")) as conn:
+        conn.execute("DELETE FROM raw_listings WHERE batch_key = %s AND row_index >= 100", (key,))
+
+    result = run.materialize(key)
+
+    [materialization] = result.asset_materializations_for_node("raw_batch")
+    assert materialization.metadata["respread"].value is True
+    after = run.raw("SELECT * FROM raw_listings WHERE batch_key = %s ORDER BY row_index", key)
+    assert after == before and len(after) == 400
+    [again] = run.materialize(key).asset_materializations_for_node("raw_batch")
+    assert again.metadata["respread"].value is False
+
+
 def test_sensor_stops_when_the_source_is_exhausted_and_after_a_restart(ingestion) -> None:
     run, simulator = ingestion(
         "exhaust", REALTY_SOURCE_ROWS_PER_BATCH="300", REALTY_SOURCE_BATCHES="2"
