@@ -27,6 +27,18 @@ def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
+def mlflow_settings(pg_settings: Settings) -> Iterator[Settings]:
+    """A real MLflow tracking server on the test PostgreSQL server, artifacts served from disk."""
+    import mlflow
+
+    stack = Stack(pg_settings, only=("mlflow",))
+    stack.start()
+    mlflow.set_tracking_uri(pg_settings.mlflow_url)
+    yield pg_settings
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
 def dagster_instance(pg_settings: Settings):
     """A Dagster instance with its storage in the test server's `dagster` database."""
     from dagster import DagsterInstance
