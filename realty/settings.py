@@ -62,6 +62,33 @@ class Settings(BaseSettings):
     )
     sensor_interval_s: int = Field(30, description="Minimum seconds between source sensor ticks")
 
+    # Learning loop: models, drift verdicts, promotion, explanations.
+    price_model_name: str = "realty-price"
+    digits_model_name: str = "digits"
+    promotion_margin: float = Field(
+        0.02, description="Dollar-MAE improvement a challenger needs over production (fraction)"
+    )
+    drift_psi: float = Field(0.25, description="PSI of a feature or of log price that retrains")
+    drift_unseen_state_share: float = 0.10
+    drift_unseen_city_share: float = 0.20
+    drift_unseen_zip_share: float = 0.30
+    drift_mae_increase: float = Field(
+        0.20, description="Production MAE on a batch above its validation MAE that retrains"
+    )
+    drift_missing_rate_change: float = 0.10
+    drift_median_price_change: float = 0.15
+    drift_min_rows: int = Field(1_000, description="Smaller batches report drift but keep production")
+    stale_after_batches: int = Field(
+        5, description="Retrain ('stale') once this many batches landed after production's newest"
+    )
+    stale_after_hours: float = Field(168.0, description="Retrain ('stale') once production is older")
+    max_ignored_verdicts: int = Field(
+        2, description="Freshness check fails when more retrain verdicts went without a new version"
+    )
+    train_max_rows: int = Field(1_000_000, description="Seeded subsample above this many rows")
+    train_seed: int = 0
+    shap_sample_rows: int = 2_000
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:

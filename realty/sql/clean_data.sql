@@ -46,3 +46,47 @@ CREATE TABLE IF NOT EXISTS rejected_listings (
     PRIMARY KEY (batch_key, row_index)
 );
 CREATE INDEX IF NOT EXISTS rejected_listings_reason ON rejected_listings (batch_key, reason);
+
+-- The learning loop: one drift verdict per batch, the training sets and decisions it caused,
+-- and the production model's predictions for each batch's listings.
+CREATE TABLE IF NOT EXISTS drift_reports (
+    batch_key           text PRIMARY KEY,
+    production_version  text,              -- compared against; null: no production model yet
+    retrain             boolean NOT NULL,
+    reasons             jsonb NOT NULL,    -- human-readable, most severe first
+    report              jsonb NOT NULL,    -- realty.drift.DriftReport.to_dict()
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS training_snapshots (
+    snapshot_hash     text PRIMARY KEY,   -- sha256 over the sorted row hashes
+    batch_keys        jsonb NOT NULL,
+    newest_batch_key  text NOT NULL,
+    row_count         bigint NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS model_decisions (
+    batch_key           text PRIMARY KEY,  -- the partition whose data trained the candidate
+    trigger             text NOT NULL,     -- initial | drift | stale | manual
+    reasons             jsonb NOT NULL,
+    snapshot_hash       text NOT NULL,
+    mlflow_run_id       text NOT NULL,
+    candidate_version   text NOT NULL,
+    candidate_metrics   jsonb NOT NULL,
+    promoted            boolean,           -- null until the gate has decided
+    decision_reason     text,
+    production_version  text,              -- after the gate
+    production_metrics  jsonb,             -- production's scores on the shared evaluation data
+    decided_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS batch_predictions (
+    batch_key        text NOT NULL,
+    row_index        integer NOT NULL,
+    predicted_price  double precision NOT NULL,
+    model_name       text NOT NULL,
+    model_version    text NOT NULL,
+    predicted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_key, row_index)
+);
