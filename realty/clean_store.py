@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from realty.cleaning import CLEAN_COLUMNS, REJECT_COLUMNS, CleanResult, clean_batch, dedupe_against
@@ -114,3 +115,40 @@ def clean_landed_batch(
     """The whole CLEAN step for one landed batch."""
     meta = read_batch_meta(raw_conn, key)
     return write_clean_batch(clean_conn, key, meta, clean_batch(read_raw_rows(raw_conn, key)))
+
+
+# How CLEAN listings read back: the dtypes realty.cleaning produces.
+LISTING_TYPES: dict[str, pa.DataType] = {
+    "row_index": pa.int64(),
+    "brokered_by": pa.int64(),
+    "price": pa.float64(),
+    "bed": pa.int64(),
+    "bath": pa.int64(),
+    "acre_lot": pa.float64(),
+    "street": pa.int64(),
+    "house_size": pa.float64(),
+    "prev_sold_date": pa.date32(),
+}
+
+
+def batches_through(clean_conn: psycopg.Connection, key: str) -> list[str]:
+    """Keys of the cleaned batches landed up to and including ``key``, in landing order."""
+    rows = clean_conn.execute(
+        """
+        SELECT batch_key FROM clean_batches
+        WHERE seq <= (SELECT seq FROM clean_batches WHERE batch_key = %s) ORDER BY seq
+        """,
+        (key,),
+    ).fetchall()
+    if not rows:
+        raise KeyError(f"batch {key} has not been cleaned")
+    return [row[0] for row in rows]
+
+
+def read_clean_listings(clean_conn: psycopg.Connection, keys: list[str]) -> pd.DataFrame:
+    """The CLEAN listings of batches ``keys`` (typed), with their batch_key and row_hash."""
+    query = sql.SQL(
+        "SELECT batch_key, row_index, {}, row_hash FROM clean_listings "
+        "WHERE batch_key = ANY({}) ORDER BY batch_key, row_index"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, LISTING_COLUMNS)), sql.Literal(keys))
+    return copy_query_to_frame(clean_conn, query, LISTING_TYPES)

@@ -103,19 +103,34 @@ def copy_frame(
             copy.write(_arrow_csv(frame.iloc[start : start + chunk_rows]))
 
 
-def copy_query_to_frame(conn: psycopg.Connection, query: sql.Composable) -> pd.DataFrame:
-    """Run ``query`` through COPY TO STDOUT; every column comes back as arrow-backed text.
+def copy_query_to_frame(
+    conn: psycopg.Connection,
+    query: sql.Composable,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pd.DataFrame:
+    """Run ``query`` through COPY TO STDOUT into a DataFrame.
 
-    Only an unquoted empty field is NULL: "NA", "null" and "" stay text, as delivered."""
+    Columns named in ``column_types`` are read as those types (pandas nullable/arrow dtypes);
+    every other column comes back as arrow-backed text, where only an unquoted empty field is
+    NULL: "NA", "null" and "" stay text, as delivered."""
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(query)
     buffer = io.BytesIO()
     with conn.cursor() as cur, cur.copy(statement) as copy:
         for data in copy:
             buffer.write(data)
     buffer.seek(0)
-    options = pa_csv.ConvertOptions(
-        null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+    types = column_types or {}
+    table = pa_csv.read_csv(
+        buffer,
+        convert_options=pa_csv.ConvertOptions(
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            column_types=types,
+        ),
     )
-    table = pa_csv.read_csv(buffer, convert_options=options)
-    text = table.cast(pa.schema([pa.field(name, pa.string()) for name in table.column_names]))
-    return text.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    schema = pa.schema(
+        [pa.field(name, types.get(name, pa.string())) for name in table.column_names]
+    )
+    mapping = {pa.string(): pd.StringDtype("pyarrow"), pa.int64(): pd.Int64Dtype()}
+    return table.cast(schema).to_pandas(types_mapper=mapping.get, date_as_object=True)

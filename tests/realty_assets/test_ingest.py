@@ -3,11 +3,14 @@ the real instance, runs materialized against it."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import dagster as dg
 import httpx
 import psycopg
 import pytest
 
+from realty.clean_store import batches_through, read_clean_listings
 from realty.settings import Settings
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.automation import source_sensor
@@ -104,6 +107,15 @@ def test_two_batches_land_clean_reconcile_and_pass_checks(ingestion) -> None:
         "SELECT sum(clean_rows) FROM clean_batches WHERE batch_key LIKE 'g1-twobatches-%%'"
     )
     assert listings == accounted
+
+    with psycopg.connect(run.settings.database_url("clean_data")) as conn:
+        keys = batches_through(conn, "g1-twobatches-b002")
+        typed = read_clean_listings(conn, keys)
+    assert keys[-2:] == ["g1-twobatches-b001", "g1-twobatches-b002"]
+    mine = typed[typed.batch_key.str.startswith("g1-twobatches-")]
+    assert len(mine) == listings
+    assert str(mine["bed"].dtype) == "Int64" and mine["price"].dtype == "float64"
+    assert mine["prev_sold_date"].dropna().map(type).eq(date).all()
     materialization = result.asset_materializations_for_node("clean_batch")[0]
     assert {"raw_rows", "clean_rows", "rejected_rows", "null_fractions", "summary"} <= set(
         materialization.metadata
