@@ -53,7 +53,8 @@ def run_platform(settings, body: bytes, key_suffix: str) -> dict:
 
 
 def run_to_sql(settings, body: bytes) -> dict:
-    """The baseline: the same rows as a DataFrame, ``DataFrame.to_sql`` into the same server."""
+    """The baseline: the same rows as a DataFrame, ``DataFrame.to_sql`` into a table with the
+    same definition as ``raw_listings`` (columns, primary key) on the same server."""
     import pandas as pd
     import sqlalchemy
 
@@ -64,11 +65,14 @@ def run_to_sql(settings, body: bytes) -> dict:
     engine = sqlalchemy.create_engine(
         settings.database_url("raw_data").replace("postgresql://", "postgresql+psycopg://", 1)
     )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TO_SQL_TABLE}")
+        conn.exec_driver_sql(f"CREATE TABLE {TO_SQL_TABLE} (LIKE raw_listings INCLUDING ALL)")
     start = time.perf_counter()
     frame = pd.DataFrame(batch.delivered_rows(), columns=list(LISTING_COLUMNS))
     frame.insert(0, "batch_key", batch.key)
     frame.insert(1, "row_index", range(len(frame)))
-    frame.to_sql(TO_SQL_TABLE, engine, if_exists="replace", index=False)
+    frame.to_sql(TO_SQL_TABLE, engine, if_exists="append", index=False)
     seconds = time.perf_counter() - start
     engine.dispose()
     return {"rows": len(batch.data), "seconds": seconds}
