@@ -205,8 +205,9 @@ class PerformanceDrift:
 
     @property
     def metric(self) -> str | None:
-        """The MAE the verdict watches: in dollars if given, else in log price."""
-        return next((name for name in ("mae_usd", "mae_log") if name in self.change), None)
+        """The MAE the verdict watches: in log price if given, else in dollars. Dollar MAE is
+        ruled by the few multi-million listings, so on a batch it swings with them alone."""
+        return next((name for name in ("mae_log", "mae_usd") if name in self.change), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -463,6 +464,8 @@ def _performance_reason(p: PerformanceDrift) -> str:
         what, values = "MAE", f"${now:,.0f} vs ${before:,.0f}"
     else:
         what, values = "MAE (log price)", f"{now:.3f} vs {before:.3f}"
+        if "mae_usd" in p.change:
+            values += f"; in dollars ${p.batch['mae_usd']:,.0f} vs ${p.validation['mae_usd']:,.0f}"
     change = f"{p.change[name]:.0%} above its validation {what}"
     return f"production {what} on this batch is {change} ({values})"
 

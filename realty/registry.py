@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -75,6 +78,13 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+@lru_cache(maxsize=4)
+def load_price_model(name: str, version: str) -> Any:
+    """The fitted ``realty.price_model.PriceModel`` of a version (versions never change, so a
+    loaded one is kept)."""
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
 
 
 def register(

@@ -77,16 +77,22 @@ class Settings(BaseSettings):
     )
     drift_missing_rate_change: float = 0.10
     drift_median_price_change: float = 0.15
-    drift_min_rows: int = Field(1_000, description="Smaller batches report drift but keep production")
+    drift_min_rows: int = Field(
+        1_000, description="Smaller batches report drift but keep production"
+    )
     stale_after_batches: int = Field(
         5, description="Retrain ('stale') once this many batches landed after production's newest"
     )
-    stale_after_hours: float = Field(168.0, description="Retrain ('stale') once production is older")
+    stale_after_hours: float = Field(
+        168.0, description="Retrain ('stale') once production is older"
+    )
     max_ignored_verdicts: int = Field(
         2, description="Freshness check fails when more retrain verdicts went without a new version"
     )
     train_max_rows: int = Field(1_000_000, description="Seeded subsample above this many rows")
     train_seed: int = 0
+    train_max_seconds: float = Field(900.0, description="Per candidate; boosting stops there")
+    train_iterations: int = Field(2_000, description="Most boosting rounds per candidate")
     shap_sample_rows: int = 2_000
 
     @field_validator("home")

@@ -1,20 +1,32 @@
-"""What drives ingestion: a sensor that asks the data API for its next batch, and the cron
-schedule an Airflow DAG for the course would declare (``*/5 * * * *``).
+"""What drives the loop.
 
-Both land the payload in RAW before anything else (a fetch advances the source's counter).
-The sensor then turns every landed batch into a partition and a run, so a batch landed by the
-schedule, or by a tick that crashed after landing, is still processed, exactly once (the run
-key is the batch key).
+- ``source_sensor`` asks the data API for its next batch, lands it, and requests the ingest run
+  (raw → clean → drift verdict) of every landed batch; the cron schedule an Airflow DAG for the
+  course would declare (``*/5 * * * *``) can pace fetching instead. A fetch advances the
+  source's counter, so the payload is landed before anything else; a batch landed by the
+  schedule, or by a tick that crashed after landing, is still processed, exactly once (the run
+  key is the batch key). It asks for the next batch only once the loop has caught up with the
+  last one, so every verdict is judged against the production model of the batches before it.
+- ``drift_sensor`` reads each new verdict: retrain → the train run (candidate → gate → scoring),
+  else the scoring run, tagged with the verdict's reasons.
+- ``freshness_sensor`` requests a retrain with the reason "stale: ..." when production was
+  trained too many batches or hours ago, drift or not.
 """
+
+import json
 
 import dagster as dg
 
+from realty import freshness
 from realty.data_api import DataApiError
 from realty.landing import LandedBatch, land_next_batch, landed_keys
 from realty.settings import get_settings
+from realty_assets.assets.drift import drift_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.score import batch_predictions
+from realty_assets.assets.train import REASONS_TAG, TRIGGER_TAG, candidate_model, production_model
 from realty_assets.partitions import batch_partitions
-from realty_assets.resources import DataApiResource, PostgresResource
+from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
 
 # Ingest runs queue one at a time (dagster.yaml limits this tag), so batches are cleaned in
 # landing order and cross-batch de-duplication is deterministic.
@@ -22,10 +34,48 @@ SERIAL_TAGS = {"realty/serial": "ingest"}
 
 ingest_job = dg.define_asset_job(
     "ingest_batch",
-    selection=dg.AssetSelection.assets(raw_batch, clean_batch),
+    selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report),
     tags=SERIAL_TAGS,
-    description="Spread a landed batch into RAW rows and clean it into CLEAN.",
+    description="Check a landed batch's RAW rows, clean it into CLEAN, judge its drift.",
 )
+train_job = dg.define_asset_job(
+    "train_model",
+    selection=dg.AssetSelection.assets(candidate_model, production_model, batch_predictions),
+    tags=SERIAL_TAGS,
+    description="Train candidates on the batches through p, gate the best against production, "
+    "score p with whichever model is production after the gate.",
+)
+score_job = dg.define_asset_job(
+    "score_batch",
+    selection=dg.AssetSelection.assets(batch_predictions),
+    tags=SERIAL_TAGS,
+    description="Score batch p's for_sale listings with the production model.",
+)
+FOLLOW_UP_TAG = "realty/follow_up"  # on runs the learning-loop sensors request
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def _loop_busy(instance: dg.DagsterInstance, postgres: PostgresResource) -> str | None:
+    """Why the loop has not caught up with the newest landed batch, or None if it has."""
+    active = instance.get_run_records(
+        dg.RunsFilter(statuses=ACTIVE_STATUSES, tags=SERIAL_TAGS), limit=1
+    )
+    if active:
+        run = active[0].dagster_run
+        return f"run {run.job_name} of {run.tags.get('dagster/partition', '?')} is not done"
+    with postgres.connect("clean_data") as conn:
+        newest = freshness.newest_verdict_key(conn)
+    if newest is None:
+        return None
+    followed = instance.get_run_records(
+        dg.RunsFilter(tags={"dagster/partition": newest, FOLLOW_UP_TAG: "drift"}), limit=1
+    )
+    return None if followed else f"the drift verdict of {newest} has no follow-up run yet"
 
 
 @dg.op(description="Ask the data API for its next batch and land the payload in RAW.")
@@ -65,14 +115,12 @@ source_schedule = dg.ScheduleDefinition(
 def source_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, data_api: DataApiResource
 ) -> dg.SensorResult | dg.SkipReason:
+    busy = _loop_busy(context.instance, postgres)
     with postgres.connect("raw_data") as conn:
-        try:
-            landed = land_next_batch(conn, data_api.client())
-            outcome = _describe(landed)
-        except DataApiError as error:
-            # Keep ingesting what is already landed; the next tick asks the source again.
-            context.log.warning(f"data API unavailable: {error}")
-            landed, outcome = None, f"data API unavailable ({error})"
+        if busy:
+            landed, outcome = None, f"waiting for the loop to catch up ({busy})"
+        else:
+            landed, outcome = _land_next(context, conn, data_api)
         keys = landed_keys(conn)
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     new_keys = [key for key in keys if key not in known]
@@ -85,9 +133,75 @@ def source_sensor(
     )
 
 
+def _land_next(context, conn, data_api: DataApiResource) -> tuple[LandedBatch | None, str]:
+    try:
+        landed = land_next_batch(conn, data_api.client())
+        return landed, _describe(landed)
+    except DataApiError as error:
+        # Keep ingesting what is already landed; the next tick asks the source again.
+        context.log.warning(f"data API unavailable: {error}")
+        return None, f"data API unavailable ({error})"
+
+
 def _describe(landed: LandedBatch | None) -> str:
     if landed is None:
         return "the source has delivered every batch"
     if not landed.new:
         return f"the source re-sent {landed.key}, which was landed before"
     return f"landed {landed.key} ({landed.row_count:,} rows)"
+
+
+@dg.sensor(
+    jobs=[train_job, score_job],
+    minimum_interval_seconds=get_settings().sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reads each new drift verdict: a retrain verdict requests the train run "
+    "(candidate → gate → scoring) of its batch, any other the scoring run.",
+)
+def drift_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource
+) -> dg.SensorResult | dg.SkipReason:
+    with postgres.connect("clean_data") as conn:
+        verdicts = freshness.verdicts_after(conn, int(context.cursor or 0))
+    if not verdicts:
+        return dg.SkipReason("no new drift verdict")
+    requests = []
+    for verdict in verdicts:
+        trigger = "initial" if verdict.reasons == ["initial baseline"] else "drift"
+        job = train_job if verdict.retrain else score_job
+        tags = {FOLLOW_UP_TAG: "drift"}
+        if verdict.retrain:
+            tags |= {TRIGGER_TAG: trigger, REASONS_TAG: json.dumps(verdict.reasons)[:4000]}
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{job.name}-{verdict.key}",
+                partition_key=verdict.key,
+                job_name=job.name,
+                tags=tags,
+            )
+        )
+    return dg.SensorResult(run_requests=requests, cursor=str(verdicts[-1].seq))
+
+
+@dg.sensor(
+    job=train_job,
+    minimum_interval_seconds=get_settings().sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a retrain (reason 'stale: ...') when production was trained too many "
+    "batches or hours ago, even without drift.",
+)
+def freshness_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, mlflow: MlflowResource
+) -> dg.RunRequest | dg.SkipReason:
+    busy = _loop_busy(context.instance, postgres)
+    if busy:
+        return dg.SkipReason(f"waiting for the loop to catch up ({busy})")
+    with postgres.connect("clean_data") as conn:
+        stale = freshness.staleness(conn, mlflow.settings)
+    if stale.reason is None:
+        return dg.SkipReason(stale.status)
+    return dg.RunRequest(
+        run_key=f"stale-{stale.latest_key}",
+        partition_key=stale.latest_key,
+        tags={TRIGGER_TAG: "stale", REASONS_TAG: json.dumps([stale.reason])},
+    )

@@ -3,15 +3,34 @@
 import dagster as dg
 
 from realty.settings import get_settings
+from realty_assets.assets.drift import drift_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
-from realty_assets.automation import fetch_batch_job, ingest_job, source_schedule, source_sensor
+from realty_assets.assets.score import batch_predictions
+from realty_assets.assets.train import candidate_model, production_model
+from realty_assets.automation import (
+    drift_sensor,
+    fetch_batch_job,
+    freshness_sensor,
+    ingest_job,
+    score_job,
+    source_schedule,
+    source_sensor,
+    train_job,
+)
 from realty_assets.resources import build_resources
 
 defs = dg.Definitions(
-    assets=[raw_batch, clean_batch],
-    jobs=[ingest_job, fetch_batch_job],
+    assets=[
+        raw_batch,
+        clean_batch,
+        drift_report,
+        candidate_model,
+        production_model,
+        batch_predictions,
+    ],
+    jobs=[ingest_job, train_job, score_job, fetch_batch_job],
     schedules=[source_schedule],
-    sensors=[source_sensor],
+    sensors=[source_sensor, drift_sensor, freshness_sensor],
     resources=build_resources(get_settings()),
     # One process per run, not per step: a step process costs ~8 s of imports on 2 cores,
     # more than the work of a 20k-row batch.

@@ -1,7 +1,11 @@
-"""Resources: the PostgreSQL server and the data API, configured from ``realty.settings``."""
+"""Resources: PostgreSQL, the data API and MLflow, configured from ``realty.settings``."""
+
+from functools import cached_property
 
 import dagster as dg
+import mlflow
 import psycopg
+from mlflow import MlflowClient
 
 from realty.data_api import DataApiClient
 from realty.settings import Settings
@@ -37,6 +41,21 @@ class DataApiResource(dg.ConfigurableResource):
         )
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """The MLflow tracking server and registry, with the learning loop's settings (model names,
+    drift thresholds, promotion margin, training budget) as the JSON of ``Settings``."""
+
+    settings_json: str
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings.model_validate_json(self.settings_json)
+
+    def client(self) -> MlflowClient:
+        mlflow.set_tracking_uri(self.settings.mlflow_url)  # the fluent API used while training
+        return MlflowClient(self.settings.mlflow_url)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "postgres": PostgresResource(server_url=settings.server_url),
@@ -48,4 +67,5 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             retries=settings.source_retries,
             backoff_s=settings.source_backoff_s,
         ),
+        "mlflow": MlflowResource(settings_json=settings.model_dump_json()),
     }

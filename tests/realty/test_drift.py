@@ -26,7 +26,7 @@ from realty.drift import (
 from tests.conftest import require_sample
 
 STATES = ("Massachusetts", "Connecticut", "New York", "New Jersey", "Pennsylvania", "Maine")
-VALIDATION = {"mae_usd": 40_000.0, "rmse_log": 0.30, "r2_log": 0.80, "mae_log": 0.22}
+VALIDATION = {"mae_usd": 40_000.0, "rmse_log": 0.30, "r2_log": 0.80, "mae_log": 0.20}
 
 
 def listings(
@@ -131,26 +131,28 @@ def test_price_shift_is_target_drift(reference: ReferenceProfile) -> None:
 
 def test_performance_drift_only_above_the_mae_threshold(reference: ReferenceProfile) -> None:
     batch = listings(10_000, seed=7)
-    mild = PerformanceDrift({**VALIDATION, "mae_usd": 46_000.0}, VALIDATION)
+    mild = PerformanceDrift({**VALIDATION, "mae_log": 0.23, "mae_usd": 60_000.0}, VALIDATION)
     report = drift_report(reference, batch, performance=mild)
     assert not report.retrain and report.performance is not None
-    assert report.performance.change["mae_usd"] == pytest.approx(0.15)
-    assert not report.performance.drifted
-    worse = PerformanceDrift({**VALIDATION, "mae_usd": 56_400.0, "r2_log": 0.6}, VALIDATION)
+    assert report.performance.change["mae_log"] == pytest.approx(0.15)
+    assert not report.performance.drifted  # dollars alone (+50%) do not retrain
+    worse = PerformanceDrift(
+        {**VALIDATION, "mae_log": 0.282, "mae_usd": 56_400.0, "r2_log": 0.6}, VALIDATION
+    )
     report = drift_report(reference, batch, performance=worse)
     assert report.retrain and report.performance is not None and report.performance.drifted
     assert report.reasons == [
-        "production MAE on this batch is 41% above its validation MAE ($56,400 vs $40,000)"
+        "production MAE (log price) on this batch is 41% above its validation MAE (log price) "
+        "(0.282 vs 0.200; in dollars $56,400 vs $40,000)"
     ]
     assert report.performance.change["r2_log"] == pytest.approx(-0.25)
 
 
-def test_mae_in_log_price_is_watched_when_dollars_are_absent(reference: ReferenceProfile) -> None:
-    performance = PerformanceDrift({"mae_log": 0.33}, {"mae_log": 0.22, "r2_log": 0.8})
+def test_mae_in_dollars_is_watched_when_log_price_is_absent(reference: ReferenceProfile) -> None:
+    performance = PerformanceDrift({"mae_usd": 60_000.0}, {"mae_usd": 40_000.0, "r2_log": 0.8})
     report = drift_report(reference, listings(5_000, seed=8), performance=performance)
     assert report.reasons == [
-        "production MAE (log price) on this batch is 50% above its validation MAE (log price) "
-        "(0.330 vs 0.220)"
+        "production MAE on this batch is 50% above its validation MAE ($60,000 vs $40,000)"
     ]
 
 
@@ -266,12 +268,12 @@ def test_report_is_json_ready_and_renders_as_markdown(reference: ReferenceProfil
     batch["house_size"] = np.nan  # no values: no distance, no KS
     batch.loc[:999, "state"] = "Ohio"
     report = drift_report(
-        reference, batch, performance=PerformanceDrift({"mae_usd": 50_000.0}, VALIDATION)
+        reference, batch, performance=PerformanceDrift({"mae_log": 0.25}, VALIDATION)
     )
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["retrain"] is True and data["reasons"] == report.reasons
     assert data["unseen"]["state"]["top"] == [["Ohio", 1000]]
-    assert data["performance"]["change"]["mae_usd"] == pytest.approx(0.25)
+    assert data["performance"]["change"]["mae_log"] == pytest.approx(0.25)
     assert data["thresholds"]["psi"] == 0.25
     house_size = next(f for f in data["features"] if f["feature"] == "house_size")
     assert house_size["distance"] is None and house_size["missing_rate_batch"] == 1.0

@@ -1,0 +1,38 @@
+"""The drift verdict of every batch against production's training data and error."""
+
+import dagster as dg
+
+from realty.monitoring import judge_batch, store_verdict
+from realty_assets.assets.ingest import clean_batch
+from realty_assets.partitions import batch_partitions
+from realty_assets.resources import MlflowResource, PostgresResource
+
+LEARNING_GROUP = "learning"
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name=LEARNING_GROUP,
+    kinds={"postgres", "mlflow"},
+    deps=[clean_batch],
+    description="Does batch p call for a retrain? Effect sizes (PSI, Wasserstein, missing "
+    "rates), unseen geography, price drift and production's error on the batch, with "
+    "human-readable reasons (clean_data.drift_reports).",
+)
+def drift_report(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    with postgres.connect("clean_data") as conn:
+        verdict = judge_batch(mlflow.settings, conn, mlflow.client(), context.partition_key)
+        store_verdict(conn, verdict)
+    report = verdict.report
+    return dg.MaterializeResult(
+        metadata={
+            "retrain": report.retrain,
+            "reasons": report.reasons,
+            "top_reason": report.reasons[0] if report.reasons else "no drift",
+            "production_version": verdict.production.version if verdict.production else "none",
+            "rows": report.rows,
+            "report": dg.MetadataValue.md(report.to_markdown()),
+        }
+    )

@@ -1,0 +1,174 @@
+"""The learning loop through Dagster against real PostgreSQL and a real MLflow server: the
+source, drift and freshness sensors evaluated against the real instance, and the runs they
+request executed there, as the daemon would."""
+
+from __future__ import annotations
+
+import dagster as dg
+import psycopg
+import pytest
+from mlflow import MlflowClient
+
+from realty import registry
+from realty.monitoring import judge_batch
+from realty.settings import Settings
+from realty_assets import automation
+from realty_assets.assets.drift import drift_report
+from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.score import batch_predictions
+from realty_assets.assets.train import candidate_model, production_model
+from realty_assets.partitions import batch_partitions
+from realty_assets.resources import build_resources
+
+ASSETS = [
+    raw_batch,
+    clean_batch,
+    drift_report,
+    candidate_model,
+    production_model,
+    batch_predictions,
+]
+JOBS = [automation.ingest_job, automation.train_job, automation.score_job]
+
+
+class Loop:
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.resources = build_resources(settings)
+        self.defs = dg.Definitions(assets=ASSETS, jobs=JOBS, resources=self.resources)
+        self.cursors: dict[str, str | None] = {}
+
+    def tick(self, sensor: dg.SensorDefinition):
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            resources=self.resources,
+            cursor=self.cursors.get(sensor.name),
+            definitions=self.defs,
+        )
+        result = sensor(context)
+        if isinstance(result, dg.SensorResult):
+            self.cursors[sensor.name] = result.cursor
+            for request in result.dynamic_partitions_requests:
+                self.instance.add_dynamic_partitions(
+                    batch_partitions.name, list(request.partition_keys)
+                )
+            return result.run_requests
+        return [result] if isinstance(result, dg.RunRequest) else []
+
+    def run(self, request: dg.RunRequest, default_job: str) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(request.job_name or default_job)
+        result = job.execute_in_process(
+            instance=self.instance, partition_key=request.partition_key, tags=request.tags
+        )
+        assert result.success
+        return result
+
+    def step(self) -> list[tuple[str, str]]:
+        """One batch through the loop: source tick, ingest run, drift tick, follow-up run."""
+        done = []
+        for request in self.tick(automation.source_sensor):
+            self.run(request, automation.ingest_job.name)
+            done.append(("ingest_batch", request.partition_key))
+        for request in self.tick(automation.drift_sensor):
+            self.run(request, "")
+            done.append((request.job_name, request.partition_key))
+        return done
+
+    def clean(self, query: str, *params):
+        with psycopg.connect(self.settings.database_url("clean_data")) as conn:
+            return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def loop(mlflow_settings, dagster_instance, start_simulator) -> Loop:
+    simulator = start_simulator(REALTY_SOURCE_ROWS_PER_BATCH="3000", REALTY_SOURCE_BATCHES="3")
+    settings = mlflow_settings.model_copy(
+        update={
+            "source_url": simulator.url,
+            "day": "learning",
+            "price_model_name": "test-loop-price",
+            "train_iterations": 80,
+            "train_max_seconds": 30.0,
+            "stale_after_batches": 1,
+        }
+    )
+    return Loop(settings, dagster_instance)
+
+
+def test_three_batches_through_the_loop(loop: Loop) -> None:
+    client = MlflowClient(loop.settings.mlflow_url)
+    name = loop.settings.price_model_name
+
+    assert loop.step() == [
+        ("ingest_batch", "g1-learning-b001"),
+        ("train_model", "g1-learning-b001"),
+    ]
+    [(trigger, reasons, promoted, production)] = loop.clean(
+        "SELECT trigger, reasons, promoted, production_version FROM model_decisions "
+        "WHERE batch_key = 'g1-learning-b001'"
+    )
+    assert (trigger, reasons, promoted) == ("initial", ["initial baseline"], True)
+    assert registry.version_by_alias(client, name, registry.PRODUCTION).version == production
+    version = client.get_model_version(name, production)
+    assert version.tags["trigger"] == "initial" and "initial baseline" in version.description
+    [(scored, scored_version)] = loop.clean(
+        "SELECT count(*), min(model_version) FROM batch_predictions "
+        "WHERE batch_key = 'g1-learning-b001'"
+    )
+    assert scored > 0 and scored_version == production
+
+    # The batch production was trained on does not drift from production.
+    with psycopg.connect(loop.settings.database_url("clean_data")) as conn:
+        again = judge_batch(loop.settings, conn, client, "g1-learning-b001")
+    assert not again.report.retrain, again.report.reasons
+
+    for expected in ("g1-learning-b002", "g1-learning-b003"):
+        [ingest] = loop.tick(automation.source_sensor)
+        assert ingest.partition_key == expected
+        loop.run(ingest, automation.ingest_job.name)
+        # Until the verdict has its follow-up run, the source is not asked for the next batch.
+        assert loop.tick(automation.source_sensor) == []
+        [follow_up] = loop.tick(automation.drift_sensor)
+        loop.run(follow_up, "")
+        [(retrain, reasons)] = loop.clean(
+            "SELECT retrain, reasons FROM drift_reports WHERE batch_key = %s", expected
+        )
+        assert follow_up.job_name == ("train_model" if retrain else "score_batch")
+        assert retrain == bool(reasons)  # a verdict always says why it retrains
+        production = registry.version_by_alias(client, name, registry.PRODUCTION)
+        [(for_sale,)] = loop.clean(
+            "SELECT count(*) FROM clean_listings WHERE batch_key = %s AND status = 'for_sale'",
+            expected,
+        )
+        scored = loop.clean(
+            "SELECT model_version, count(*) FROM batch_predictions WHERE batch_key = %s "
+            "GROUP BY model_version",
+            expected,
+        )
+        assert scored == ([(production.version, for_sale)] if for_sale else [])
+
+    # The generator's batches move to other states, as the real source's do.
+    verdicts = loop.clean("SELECT reasons FROM drift_reports WHERE batch_key LIKE 'g1-learning-%%'")
+    assert any("never seen in training" in reason for (reasons,) in verdicts for reason in reasons)
+
+
+def test_a_worse_challenger_is_not_promoted(loop: Loop) -> None:
+    loop.step()
+    client = MlflowClient(loop.settings.mlflow_url)
+    name = loop.settings.price_model_name
+    champion = registry.version_by_alias(client, name, registry.PRODUCTION).version
+    strict = Loop(loop.settings.model_copy(update={"promotion_margin": 0.9}), loop.instance)
+
+    strict.run(
+        dg.RunRequest(partition_key="g1-learning-b001", tags={"realty/trigger": "manual"}),
+        automation.train_job.name,
+    )
+
+    assert registry.version_by_alias(client, name, registry.PRODUCTION).version == champion
+    [(promoted, reason, candidate)] = loop.clean(
+        "SELECT promoted, decision_reason, candidate_version FROM model_decisions "
+        "WHERE batch_key = 'g1-learning-b001'"
+    )
+    assert promoted is False and "does not beat production" in reason
+    assert client.get_model_version(name, candidate).tags["gate.decision"] == "rejected"
