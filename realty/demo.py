@@ -1,4 +1,5 @@
-"""`make demo`: watch every batch of the source travel through Dagster into RAW and CLEAN."""
+"""`make demo`: watch every batch of the source travel through Dagster: RAW, CLEAN, a drift
+verdict, and (when there is a reason) training, the champion/challenger gate and scoring."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from realty.stack import Stack, service_env
 DEMO_TIMEOUT_S = 30 * 60
 
 
+FOLLOW_UP_JOBS = ("train_model", "score_batch")
+
+
 @dataclass(frozen=True)
 class BatchLine:
     key: str
@@ -27,6 +31,13 @@ class BatchLine:
     rejected_rows: int
     seconds: float  # the ingest run, start to end
     latency_s: float  # from landing in RAW to committed in CLEAN, queueing included
+    drift: dict  # {"retrain": bool, "reasons": [...]}
+    trained: bool
+    candidate_version: str | None
+    promoted: bool | None
+    production_version: str | None  # after this batch
+    metrics: dict  # production's scores on its evaluation data: mae_usd, rmse_log, r2_log
+    follow_up_seconds: float  # the train or scoring run
 
 
 def _landed(settings: Settings) -> tuple[dict[str, tuple[int, float]], bool]:
@@ -57,16 +68,42 @@ def _cleaned(settings: Settings) -> dict[str, tuple[int, int, int, float]]:
         }
 
 
-def _ingest_runs(instance) -> tuple[dict[str, float], set[str]]:
-    """Seconds of the latest successful ingest run per batch, and the batches whose runs failed."""
+def _verdicts(settings: Settings) -> dict[str, dict]:
+    """Per batch with a drift verdict: the verdict and what the loop did about it."""
+    with psycopg.connect(settings.database_url("clean_data")) as conn:
+        rows = conn.execute(
+            """
+            SELECT d.batch_key, d.retrain, d.reasons, d.production_version,
+                   m.candidate_version, m.promoted, m.production_version
+            FROM drift_reports d LEFT JOIN model_decisions m USING (batch_key)
+            """
+        ).fetchall()
+    return {
+        key: {
+            "drift": {"retrain": retrain, "reasons": reasons},
+            "trained": candidate is not None,
+            "candidate_version": candidate,
+            "promoted": promoted,
+            "production_version": after if candidate is not None else before,
+        }
+        for key, retrain, reasons, before, candidate, promoted, after in rows
+    }
+
+
+def _runs(instance, job_names: tuple[str, ...]) -> tuple[dict[str, float], set[str]]:
+    """Seconds of the latest successful run of these jobs per batch, and the batches whose
+    latest run failed."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    records = instance.get_run_records(
-        RunsFilter(
-            job_name="ingest_batch",
-            statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
+    records = [
+        record
+        for job_name in job_names
+        for record in instance.get_run_records(
+            RunsFilter(
+                job_name=job_name, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+            )
         )
-    )
+    ]
     seconds: dict[str, float] = {}
     failed: set[str] = set()
     for record in sorted(records, key=lambda r: r.create_timestamp):
@@ -79,23 +116,69 @@ def _ingest_runs(instance) -> tuple[dict[str, float], set[str]]:
     return seconds, failed
 
 
+def _metrics(settings: Settings, version: str | None) -> dict:
+    if version is None:
+        return {}
+    from mlflow import MlflowClient
+
+    from realty.retraining import version_metrics
+
+    scores = version_metrics(
+        MlflowClient(settings.mlflow_url).get_model_version(settings.price_model_name, version)
+    )
+    return {name: scores.get(name) for name in ("mae_usd", "rmse_log", "r2_log")}
+
+
+def _top_reason(line: BatchLine) -> str:
+    reasons = line.drift["reasons"]
+    return reasons[0] if reasons else "no drift"
+
+
+def _describe(line: BatchLine) -> str:
+    verdict = "retrain" if line.drift["retrain"] else "keep"
+    if not line.trained:
+        action = f"kept production v{line.production_version}"
+    elif line.promoted:
+        action = f"trained v{line.candidate_version}, promoted"
+    else:
+        action = f"trained v{line.candidate_version}, kept production v{line.production_version}"
+    mae = line.metrics.get("mae_usd")
+    score = f", MAE ${mae:,.0f} R² {line.metrics.get('r2_log', 0):.3f}" if mae else ""
+    return (
+        f"  {line.key}: {line.raw_rows:,} raw → {line.clean_rows:,} clean, "
+        f"{line.rejected_rows:,} rejected; {verdict} ({_top_reason(line)}); {action}{score}"
+    )
+
+
 def _table(lines: list[BatchLine]) -> Table:
     table = Table(
-        "batch",
-        "#",
-        "raw",
-        "clean",
-        "rejected",
-        "run s",
-        "landed→clean s",
-        title="ingested batches",
-    )
+        "batch", "raw", "clean", "rejected", "verdict", "top reason", "candidate", "promoted",
+        "production", "MAE $", "R² log", "run s",
+        title="batches through the loop",
+    )  # fmt: skip
     for line in lines:
+        mae, r2 = line.metrics.get("mae_usd"), line.metrics.get("r2_log")
         table.add_row(
-            line.key, str(line.batch_number), f"{line.raw_rows:,}", f"{line.clean_rows:,}",
-            f"{line.rejected_rows:,}", f"{line.seconds:.1f}", f"{line.latency_s:.1f}",
+            line.key, f"{line.raw_rows:,}", f"{line.clean_rows:,}", f"{line.rejected_rows:,}",
+            "retrain" if line.drift["retrain"] else "keep", _top_reason(line)[:60],
+            f"v{line.candidate_version}" if line.trained else "-",
+            {True: "yes", False: "no", None: "-"}[line.promoted],
+            f"v{line.production_version}" if line.production_version else "-",
+            f"{mae:,.0f}" if mae else "-", f"{r2:.3f}" if r2 is not None else "-",
+            f"{line.seconds + line.follow_up_seconds:.1f}",
         )  # fmt: skip
     return table
+
+
+def _line(settings: Settings, key: str, landed, cleaned, verdict, seconds) -> BatchLine:
+    number, fetched_at = landed
+    raw, clean, rejected, cleaned_at = cleaned
+    ingest_seconds, follow_up_seconds = seconds
+    return BatchLine(
+        key, number, raw, clean, rejected, ingest_seconds, round(cleaned_at - fetched_at, 2),
+        metrics=_metrics(settings, verdict["production_version"]),
+        follow_up_seconds=follow_up_seconds, **verdict,
+    )  # fmt: skip
 
 
 def run(settings: Settings, stack: Stack, console: Console) -> bool:
@@ -115,23 +198,19 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("ingesting batches through Dagster", total=expected)
+        task = progress.add_task("batches through the loop", total=expected)
         while time.monotonic() < deadline:
             stack.check()
             landed, exhausted = _landed(settings)
-            cleaned = _cleaned(settings)
-            run_seconds, failed = _ingest_runs(instance)
-            failed &= set(landed)
-            done = (set(cleaned) & set(landed) & set(run_seconds)) - set(lines)
-            for key in sorted(done, key=lambda k: landed[k][0]):
-                number, fetched_at = landed[key]
-                raw, clean, rejected, cleaned_at = cleaned[key]
-                latency = round(cleaned_at - fetched_at, 2)
-                lines[key] = BatchLine(key, number, raw, clean, rejected, run_seconds[key], latency)
-                progress.console.print(
-                    f"  {key}: {raw:,} raw → {clean:,} clean, {rejected:,} rejected "
-                    f"(run {run_seconds[key]:.1f} s)"
-                )
+            cleaned, verdicts = _cleaned(settings), _verdicts(settings)
+            ingest_seconds, failed_ingest = _runs(instance, ("ingest_batch",))
+            follow_up_seconds, failed_follow_up = _runs(instance, FOLLOW_UP_JOBS)
+            failed = (failed_ingest | failed_follow_up) & set(landed)
+            done = set(cleaned) & set(verdicts) & set(ingest_seconds) & set(follow_up_seconds)
+            for key in sorted(done - set(lines), key=lambda k: landed[k][0]):
+                seconds = (ingest_seconds[key], follow_up_seconds[key])
+                lines[key] = _line(settings, key, landed[key], cleaned[key], verdicts[key], seconds)
+                progress.console.print(_describe(lines[key]))
             progress.update(
                 task,
                 completed=len(lines) + len(failed),
@@ -147,7 +226,13 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
         console.print(
             f"[red]batch {key} failed[/]: see its run in the Dagster UI ({settings.dagster_url})"
         )
+    production = ordered[-1].production_version if ordered else None
     summary = {
+        "production": {
+            "name": settings.price_model_name,
+            "version": production,
+            "metrics": _metrics(settings, production),
+        },
         "source": {
             "url": settings.data_api_url,
             "group_number": settings.group_number,

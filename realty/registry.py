@@ -93,12 +93,11 @@ def register(
     model: ModelInfo,
     tags: dict[str, str],
     description: str,
+    model_description: str = "Price of a US listing from its realtor.com fields",
 ) -> ModelVersion:
     """A new version of ``name`` for a model logged in a run (``mlflow.*.log_model``)."""
     try:
-        client.create_registered_model(
-            name, description="Price of a US listing from its realtor.com fields"
-        )
+        client.create_registered_model(name, description=model_description)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

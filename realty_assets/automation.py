@@ -22,6 +22,7 @@ from realty.data_api import DataApiError
 from realty.landing import LandedBatch, land_next_batch, landed_keys
 from realty.settings import get_settings
 from realty_assets.assets.drift import drift_report
+from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import REASONS_TAG, TRIGGER_TAG, candidate_model, production_model
@@ -40,10 +41,12 @@ ingest_job = dg.define_asset_job(
 )
 train_job = dg.define_asset_job(
     "train_model",
-    selection=dg.AssetSelection.assets(candidate_model, production_model, batch_predictions),
+    selection=dg.AssetSelection.assets(
+        candidate_model, production_model, shap_report, batch_predictions
+    ),
     tags=SERIAL_TAGS,
     description="Train candidates on the batches through p, gate the best against production, "
-    "score p with whichever model is production after the gate.",
+    "explain the new version, score p with whichever model is production after the gate.",
 )
 score_job = dg.define_asset_job(
     "score_batch",

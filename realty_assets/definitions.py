@@ -3,7 +3,9 @@
 import dagster as dg
 
 from realty.settings import get_settings
+from realty_assets.assets.digits import digits_model
 from realty_assets.assets.drift import drift_report
+from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
@@ -26,7 +28,9 @@ defs = dg.Definitions(
         drift_report,
         candidate_model,
         production_model,
+        shap_report,
         batch_predictions,
+        digits_model,
     ],
     jobs=[ingest_job, train_job, score_job, fetch_batch_job],
     schedules=[source_schedule],

@@ -17,7 +17,7 @@ from realty.stack import port_in_use
 pytestmark = pytest.mark.slow
 
 
-def test_demo_ingests_every_batch_and_exits(tmp_path: Path) -> None:
+def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home")
     env = {
         **os.environ,
@@ -29,6 +29,8 @@ def test_demo_ingests_every_batch_and_exits(tmp_path: Path) -> None:
         "REALTY_SOURCE_ROWS_PER_BATCH": "3000",
         "REALTY_SOURCE_BATCHES": "3",
         "REALTY_SENSOR_INTERVAL_S": "1",
+        "REALTY_TRAIN_ITERATIONS": "60",
+        "REALTY_TRAIN_MAX_SECONDS": "20",
         "DEMO_EXIT": "1",
         "COLUMNS": "160",
     }
@@ -48,7 +50,20 @@ def test_demo_ingests_every_batch_and_exits(tmp_path: Path) -> None:
         assert batch["raw_rows"] == 3000
         assert batch["raw_rows"] == batch["clean_rows"] + batch["rejected_rows"]
         assert 0 < batch["rejected_rows"] < batch["raw_rows"] * 0.2
-        assert batch["seconds"] > 0
+        assert batch["seconds"] > 0 and batch["follow_up_seconds"] > 0
+        assert batch["drift"]["retrain"] == bool(batch["drift"]["reasons"])
+        assert batch["trained"] == batch["drift"]["retrain"]
+        assert batch["production_version"] is not None
+        assert set(batch["metrics"]) == {"mae_usd", "rmse_log", "r2_log"}
+    first = batches[0]
+    assert first["drift"]["reasons"] == ["initial baseline"]
+    assert (first["candidate_version"], first["promoted"], first["production_version"]) == (
+        "1",
+        True,
+        "1",
+    )
+    assert summary["production"]["version"] == batches[-1]["production_version"]
+    assert summary["production"]["name"] == "realty-price"
     assert summary["services"] == {
         "dagster": settings.dagster_url,
         "mlflow": settings.mlflow_url,

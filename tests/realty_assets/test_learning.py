@@ -5,15 +5,19 @@ request executed there, as the daemon would."""
 from __future__ import annotations
 
 import dagster as dg
+import mlflow
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from sklearn.datasets import load_digits
 
 from realty import registry
 from realty.monitoring import judge_batch
 from realty.settings import Settings
 from realty_assets import automation
+from realty_assets.assets.digits import digits_model
 from realty_assets.assets.drift import drift_report
+from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
@@ -26,6 +30,7 @@ ASSETS = [
     drift_report,
     candidate_model,
     production_model,
+    shap_report,
     batch_predictions,
 ]
 JOBS = [automation.ingest_job, automation.train_job, automation.score_job]
@@ -117,6 +122,10 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
         "WHERE batch_key = 'g1-learning-b001'"
     )
     assert scored > 0 and scored_version == production
+    shap_files = {a.path for a in client.list_artifacts(version.run_id, "shap")}
+    assert {"shap/ranking.json", "shap/beeswarm.png", "shap/explanation.md"} <= shap_files
+    ranking = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/shap/ranking.json")
+    assert ranking["features"], "the ranking names the features"
 
     # The batch production was trained on does not drift from production.
     with psycopg.connect(loop.settings.database_url("clean_data")) as conn:
@@ -172,3 +181,17 @@ def test_a_worse_challenger_is_not_promoted(loop: Loop) -> None:
     )
     assert promoted is False and "does not beat production" in reason
     assert client.get_model_version(name, candidate).tags["gate.decision"] == "rejected"
+
+
+def test_digits_model_becomes_production(mlflow_settings, dagster_instance) -> None:
+    settings = mlflow_settings.model_copy(update={"digits_model_name": "test-digits"})
+    result = dg.materialize(
+        [digits_model], instance=dagster_instance, resources=build_resources(settings)
+    )
+    assert result.success
+    client = MlflowClient(settings.mlflow_url)
+    version = registry.version_by_alias(client, "test-digits", registry.PRODUCTION)
+    assert float(version.tags["metric.accuracy"]) >= 0.97
+    model = mlflow.sklearn.load_model("models:/test-digits@production")
+    images, labels = load_digits(return_X_y=True)
+    assert (model.predict(images[:200]) == labels[:200]).mean() >= 0.97

@@ -1,0 +1,53 @@
+"""The 8x8 digits classifier the serving layer hosts for the course's digit clients."""
+
+import dagster as dg
+import mlflow as mlflow_api
+
+from realty import registry
+from realty.digits import train_digits
+from realty_assets.resources import MlflowResource
+
+SKOPS_TRUSTED_TYPES = [
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._TemperatureScaling",
+]
+
+
+@dg.asset(
+    group_name="vision",
+    kinds={"mlflow", "scikitlearn"},
+    description="A scikit-learn classifier of sklearn's 8x8 digits (values 0-16), logged to "
+    "MLflow and set as alias 'production' of the model 'digits'.",
+)
+def digits_model(mlflow: MlflowResource) -> dg.MaterializeResult:
+    settings, client = mlflow.settings, mlflow.client()
+    result = train_digits(seed=settings.train_seed)
+    mlflow_api.set_experiment(settings.digits_model_name)
+    with mlflow_api.start_run(run_name="train digits"):
+        mlflow_api.log_params(result.params)
+        mlflow_api.log_metrics(result.metrics)
+        info = mlflow_api.sklearn.log_model(
+            sk_model=result.model,
+            name="model",
+            input_example=result.x_test[:2],
+            # skops (MLflow's safe default format) must be told the calibration wrapper's types.
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        )
+    tags = {f"metric.{name}": f"{value:.6g}" for name, value in result.metrics.items()}
+    version = registry.register(
+        client,
+        settings.digits_model_name,
+        info,
+        tags,
+        f"8x8 digits, test accuracy {result.accuracy:.4f}",
+        model_description="Digit (0-9) of an 8x8 image with values 0-16",
+    )
+    registry.promote(client, settings.digits_model_name, version.version)
+    return dg.MaterializeResult(
+        metadata={
+            "version": version.version,
+            "accuracy": result.accuracy,
+            "macro_f1": result.macro_f1,
+            "test_images": result.n_test,
+        }
+    )
