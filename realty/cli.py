@@ -167,3 +167,19 @@ def status() -> None:
         table.add_row(name, "[green]up[/]" if up_now else "[red]down[/]", url)
     console.print(table)
     console.print(ingestion_summary(settings))
+
+
+@app.command()
+def rollback() -> None:
+    """Point the price model's alias `production` back at `previous` (run again to undo)."""
+    from mlflow import MlflowClient
+
+    from realty.registry import RollbackError
+    from realty.registry import rollback as swap_aliases
+
+    settings = get_settings()
+    try:
+        now, before = swap_aliases(MlflowClient(settings.mlflow_url), settings.price_model_name)
+    except RollbackError as error:
+        raise _fail(str(error)) from error
+    console.print(f"{settings.price_model_name}: production is v{now} (previous: v{before})")

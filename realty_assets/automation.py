@@ -20,6 +20,7 @@ import dagster as dg
 from realty import freshness
 from realty.data_api import DataApiError
 from realty.landing import LandedBatch, land_next_batch, landed_keys
+from realty.registry import rollback
 from realty.settings import get_settings
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
@@ -96,6 +97,18 @@ def fetch_next_batch(
 @dg.job(description="Fetch and land one batch (the schedule's target).")
 def fetch_batch_job() -> None:
     fetch_next_batch()
+
+
+@dg.op(description="Swap the price model's aliases 'production' and 'previous'.")
+def swap_production_and_previous(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
+    name = mlflow.settings.price_model_name
+    now, before = rollback(mlflow.client(), name)
+    context.log.info(f"{name}: production is v{now} (previous: v{before})")
+
+
+@dg.job(description="Roll the price model back: production ← previous (run again to undo).")
+def rollback_job() -> None:
+    swap_production_and_previous()
 
 
 source_schedule = dg.ScheduleDefinition(

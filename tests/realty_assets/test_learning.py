@@ -162,17 +162,21 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
     assert any("never seen in training" in reason for (reasons,) in verdicts for reason in reasons)
 
 
+def _retrain_by_hand(loop: Loop, key: str = "g1-learning-b001") -> None:
+    loop.run(
+        dg.RunRequest(partition_key=key, tags={"realty/trigger": "manual"}),
+        automation.train_job.name,
+    )
+
+
 def test_a_worse_challenger_is_not_promoted(loop: Loop) -> None:
-    loop.step()
+    loop.step()  # lands and trains the first batch unless an earlier test did
     client = MlflowClient(loop.settings.mlflow_url)
     name = loop.settings.price_model_name
     champion = registry.version_by_alias(client, name, registry.PRODUCTION).version
     strict = Loop(loop.settings.model_copy(update={"promotion_margin": 0.9}), loop.instance)
 
-    strict.run(
-        dg.RunRequest(partition_key="g1-learning-b001", tags={"realty/trigger": "manual"}),
-        automation.train_job.name,
-    )
+    _retrain_by_hand(strict)
 
     assert registry.version_by_alias(client, name, registry.PRODUCTION).version == champion
     [(promoted, reason, candidate)] = loop.clean(
@@ -181,6 +185,27 @@ def test_a_worse_challenger_is_not_promoted(loop: Loop) -> None:
     )
     assert promoted is False and "does not beat production" in reason
     assert client.get_model_version(name, candidate).tags["gate.decision"] == "rejected"
+
+
+def test_rollback_job_swaps_production_and_previous(loop: Loop) -> None:
+    loop.step()
+    client = MlflowClient(loop.settings.mlflow_url)
+    name = loop.settings.price_model_name
+    if len(client.search_model_versions(f"name = '{name}'")) < 2:
+        _retrain_by_hand(loop)
+    older, newer = sorted(
+        (v.version for v in client.search_model_versions(f"name = '{name}'")), key=int
+    )[-2:]
+    registry.promote(client, name, older)
+    registry.promote(client, name, newer)
+
+    result = automation.rollback_job.execute_in_process(
+        instance=loop.instance, resources={"mlflow": loop.resources["mlflow"]}
+    )
+
+    assert result.success
+    assert registry.version_by_alias(client, name, registry.PRODUCTION).version == older
+    assert registry.version_by_alias(client, name, registry.PREVIOUS).version == newer
 
 
 def test_digits_model_becomes_production(mlflow_settings, dagster_instance) -> None:
