@@ -1,0 +1,253 @@
+"""Feature preparation shared by training and serving (docs/training.md explains each feature).
+
+``prepare_features`` turns listing fields, as CLEAN stores them or as a client posts them
+(numbers as text, zip codes and ids as floats, keys left out), into the model's feature frame:
+``FEATURE_COLUMNS`` in that order, numerics as float32 (NaN when unknown), categoricals as
+``str`` (``MISSING`` when unknown). It is stateless: the only setting, the reference date of
+``years_since_sold``, lives in ``FeatureConfig``, which every logged model carries.
+
+``LocationEncoder`` is the one fitted step: smoothed mean log price and log price per square
+foot of the listing's location, each level (zip code, city, zip3, state) shrunk towards the
+next coarser one. It is fitted on the training rows only and, like scikit-learn's
+``TargetEncoder``, encodes those rows out of fold so that no row sees its own price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.model_selection import KFold
+
+from realty.schema import LISTING_COLUMNS, US_STATES
+
+# A prediction needs these keys (their values may still be null); every other field may be left
+# out. They are the fields a CLEAN row always has, apart from the price being predicted.
+REQUIRED_FIELDS: tuple[str, ...] = ("status", "city", "state")
+INPUT_FIELDS: tuple[str, ...] = tuple(c for c in LISTING_COLUMNS if c != "price")
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "bed",  # bedrooms
+    "bath",  # bathrooms
+    "log_house_size",  # ln(house_size in sq ft)
+    "log_acre_lot",  # ln(1 + acre_lot); a 0-acre lot is unknown, as in CLEAN
+    "years_since_sold",  # (reference_date - prev_sold_date) in years; NaN if never sold
+    "zip_number",  # the zip code as a number: neighbouring zips are neighbouring places
+    "facts_missing",  # how many of bed, bath, house_size, acre_lot are unknown (0-4)
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = (
+    "status",  # for_sale, sold, ready_to_build
+    "state",  # as spelled in realty.schema.US_STATES
+    "city",  # "state|city": the same city name in two states is two places
+    "zip_code",  # 5 digits
+    "zip3",  # the zip's first 3 digits: the USPS sectional centre, a region
+    "brokered_by",  # the broker id as text: brokers work in markets and segments
+)
+FEATURE_COLUMNS: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+MISSING = "__missing__"  # a categorical feature's value when the field is unknown
+
+DEFAULT_REFERENCE_DATE = date(2025, 1, 1)
+_STATE_BY_KEY = {state.lower(): state for state in US_STATES}
+_ZIP = r"^(\d{1,5})(?:\.0*|-\d{4})?$"  # 601, 601.0 (a float lost the zeros), 02134-1234 (ZIP+4)
+_FACTS = ("bed", "bath", "house_size", "acre_lot")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Settings of ``prepare_features``; a fitted model keeps the ones it was trained with."""
+
+    # years_since_sold counts from here. Fixed (not "today") so that the same listing gets the
+    # same features at training and at every later prediction.
+    reference_date: date = DEFAULT_REFERENCE_DATE
+
+
+def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None) -> pd.DataFrame:
+    """The model's feature frame (``FEATURE_COLUMNS``, same index) of raw or clean listings.
+
+    Values may be numbers, text or null; fields other than ``REQUIRED_FIELDS`` may be absent
+    and columns that are not listing fields (price, batch_key, row_hash, ...) are ignored.
+    Whatever cannot be read as its field (``"three"`` beds, zip ``"ABC"``) counts as unknown.
+    """
+    config = config or FeatureConfig()
+    absent = [field for field in REQUIRED_FIELDS if field not in listings.columns]
+    if absent:
+        raise ValueError(f"listings lack the required fields {absent}")
+
+    def field(name: str) -> pd.Series:
+        if name in listings.columns:
+            return listings[name]
+        return pd.Series(None, index=listings.index, dtype=object)
+
+    facts = {name: _numbers(field(name)) for name in _FACTS}
+    facts["house_size"] = facts["house_size"].where(facts["house_size"] > 0)
+    facts["acre_lot"] = facts["acre_lot"].where(facts["acre_lot"] > 0)  # CLEAN: 0 acres = null
+    sold = _dates(field("prev_sold_date"))
+    zip_code = _zip_codes(field("zip_code"))
+    state = _states(field("state"))
+    city = _texts(field("city"))
+    numeric = {
+        "bed": facts["bed"],
+        "bath": facts["bath"],
+        "log_house_size": np.log(facts["house_size"]),
+        "log_acre_lot": np.log1p(facts["acre_lot"]),
+        "years_since_sold": (pd.Timestamp(config.reference_date) - sold).dt.days / 365.25,
+        "zip_number": pd.to_numeric(zip_code, errors="coerce"),
+        "facts_missing": sum(facts[name].isna().astype("float64") for name in _FACTS),
+    }
+    categorical = {
+        "status": _texts(field("status")).str.lower(),
+        "state": state,
+        "city": (state.fillna(MISSING) + "|" + city).where(city.notna()),
+        "zip_code": zip_code,
+        "zip3": zip_code.str.slice(0, 3),
+        "brokered_by": _ids(field("brokered_by")),
+    }
+    frame = pd.DataFrame(index=listings.index)
+    for name in NUMERIC_FEATURES:
+        frame[name] = pd.Series(numeric[name], index=listings.index).astype("float32")
+    for name in CATEGORICAL_FEATURES:
+        frame[name] = categorical[name].astype(object).where(categorical[name].notna(), MISSING)
+    return frame
+
+
+def _texts(values: pd.Series) -> pd.Series:
+    """Stripped text with runs of whitespace folded; empty, "nan" and null become <NA>."""
+    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    return text.mask(text.isin(["", "nan", "NaN", "NAN", "None", "<NA>"]))
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """float64 of numbers or number-shaped text; NaN for null, unreadable or infinite values."""
+    if pd.api.types.is_bool_dtype(values):
+        numbers = pd.Series(np.nan, index=values.index)
+    elif pd.api.types.is_numeric_dtype(values):
+        numbers = values.astype("Float64").astype("float64")
+    else:
+        numbers = pd.to_numeric(_texts(values), errors="coerce").astype("float64")
+    return numbers.where(np.isfinite(numbers))
+
+
+def _ids(values: pd.Series) -> pd.Series:
+    """Whole non-negative numbers as their decimal text ("103378.0" → "103378"), else <NA>."""
+    numbers = _numbers(values)
+    whole = numbers.where((numbers >= 0) & (numbers < 2**53) & (np.floor(numbers) == numbers))
+    return whole.astype("Int64").astype("string")
+
+
+def _states(values: pd.Series) -> pd.Series:
+    """A state as spelled in US_STATES whatever its case or spacing; other text stays as sent."""
+    text = _texts(values)
+    return text.str.lower().map(_STATE_BY_KEY).fillna(text).astype("string")
+
+
+def _zip_codes(values: pd.Series) -> pd.Series:
+    """Five-digit zip text ("601", 601.0 → "00601"); anything else, and "00000", is <NA>."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        values = _ids(values)
+    digits = _texts(values).str.extract(_ZIP, expand=False).str.zfill(5)
+    return digits.mask(digits == "00000").astype("string")
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """datetime64 of dates, timestamps or YYYY-MM-DD text (time of day ignored); else NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        values = values.dt.tz_localize(None) if values.dt.tz is not None else values
+        return values.dt.normalize().astype("datetime64[ns]")
+    text = _texts(values).str.slice(0, 10)
+    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+
+
+class LocationEncoder(TransformerMixin, BaseEstimator):
+    """Adds the location's price level to a feature frame: smoothed target encoding.
+
+    For each target (log price, and log price per sq ft on rows with a house size) the
+    estimate starts at the training mean and moves, level by level from coarse to fine
+    (``levels``), towards the level's mean: ``(sum + smoothing * parent) / (count + smoothing)``.
+    A level value never seen in training (or ``MISSING``) keeps its parent's estimate, so an
+    unknown zip code falls back to its city, zip3, state or the national level.
+
+    Added columns: ``loc_log_price``, ``loc_log_ppsf`` and ``loc_rows`` (training rows that
+    share the finest level, a confidence the trees can use). ``fit_transform`` encodes each
+    training row with tables built from the other folds (out of fold), as ``TargetEncoder``.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[str] = ("state", "zip3", "city", "zip_code"),
+        smoothing: float = 5.0,
+        cv: int = 5,
+        random_state: int = 0,
+    ) -> None:
+        self.levels = levels
+        self.smoothing = smoothing
+        self.cv = cv
+        self.random_state = random_state
+
+    ADDED_COLUMNS: tuple[str, ...] = ("loc_log_price", "loc_log_ppsf", "loc_rows")
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> LocationEncoder:
+        self.tables_ = self._tables(X, np.asarray(y, dtype="float64"))
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def fit_transform(self, X: pd.DataFrame, y: np.ndarray, **_: object) -> pd.DataFrame:
+        y = np.asarray(y, dtype="float64")
+        self.fit(X, y)
+        encoded = np.empty((len(X), len(self.ADDED_COLUMNS)), dtype="float32")
+        if len(X) < 2 * self.cv:  # too few rows to hold any out: encode in sample
+            encoded[:] = self._encode(self.tables_, X)
+        else:
+            folds = KFold(self.cv, shuffle=True, random_state=self.random_state)
+            for fit_rows, encode_rows in folds.split(X):
+                tables = self._tables(X.iloc[fit_rows], y[fit_rows])
+                encoded[encode_rows] = self._encode(tables, X.iloc[encode_rows])
+        return self._with(X, encoded)
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self._with(X, self._encode(self.tables_, X))
+
+    def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> np.ndarray:
+        names = self.feature_names_in_ if input_features is None else input_features
+        return np.asarray([*names, *self.ADDED_COLUMNS], dtype=object)
+
+    def _tables(self, X: pd.DataFrame, y: np.ndarray) -> dict:
+        """Training means of both targets and, per level, each value's sums and counts."""
+        ppsf = y - X["log_house_size"].to_numpy(dtype="float64")
+        sized = ~np.isnan(ppsf)
+        means = {
+            "price": float(y.mean()),
+            "ppsf": float(ppsf[sized].mean()) if sized.any() else float(np.log(200.0)),
+        }
+        sums = pd.DataFrame(
+            {
+                "price_sum": y,
+                "price_count": 1.0,
+                "ppsf_sum": np.where(sized, ppsf, 0.0),
+                "ppsf_count": sized.astype("float64"),
+            }
+        )
+        levels = {}
+        for level in self.levels:
+            stats = sums.groupby(X[level].to_numpy()).sum()
+            levels[level] = stats.drop(index=MISSING, errors="ignore")
+        return {"means": means, "levels": levels}
+
+    def _encode(self, tables: dict, X: pd.DataFrame) -> np.ndarray:
+        price = np.full(len(X), tables["means"]["price"])
+        ppsf = np.full(len(X), tables["means"]["ppsf"])
+        rows = np.zeros(len(X))
+        m = self.smoothing
+        for level in self.levels:
+            found = tables["levels"][level].reindex(X[level].to_numpy()).fillna(0.0)
+            rows = found["price_count"].to_numpy()
+            price = (found["price_sum"].to_numpy() + m * price) / (rows + m)
+            ppsf = (found["ppsf_sum"].to_numpy() + m * ppsf) / (found["ppsf_count"].to_numpy() + m)
+        return np.column_stack([price, ppsf, rows]).astype("float32")
+
+    def _with(self, X: pd.DataFrame, encoded: np.ndarray) -> pd.DataFrame:
+        added = pd.DataFrame(encoded, index=X.index, columns=list(self.ADDED_COLUMNS))
+        return pd.concat([X, added], axis=1)
