@@ -14,7 +14,7 @@ import pytest
 from realty.sandbox import make_settings
 from realty.stack import port_in_use
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> None:
