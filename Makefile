@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install lint bench-ingest clean
+.PHONY: demo test install lint bench-ingest bench-quality clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -29,6 +29,9 @@ lint: install
 
 bench-ingest: install
 	$(VENV)/bin/python bench/ingest.py
+
+bench-quality: install
+	$(VENV)/bin/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) .tools
