@@ -132,11 +132,14 @@ LISTING_TYPES: dict[str, pa.DataType] = {
 
 
 def batches_through(clean_conn: psycopg.Connection, key: str) -> list[str]:
-    """Keys of the cleaned batches landed up to and including ``key``, in landing order."""
+    """Keys of the cleaned batches of ``key``'s stream (its source group and day) landed up to
+    and including ``key``, in landing order: what a model trained at ``key`` learns from."""
     rows = clean_conn.execute(
         """
-        SELECT batch_key FROM clean_batches
-        WHERE seq <= (SELECT seq FROM clean_batches WHERE batch_key = %s) ORDER BY seq
+        SELECT b.batch_key FROM clean_batches b
+        JOIN clean_batches p ON p.batch_key = %s
+        WHERE b.group_number = p.group_number AND b.day = p.day AND b.seq <= p.seq
+        ORDER BY b.seq
         """,
         (key,),
     ).fetchall()

@@ -1,5 +1,5 @@
-"""Train candidates on every clean batch through a partition, track them in MLflow, register
-the best as a new version of the price model.
+"""Train candidates on every clean batch of a stream (source group and day) through a
+partition, track them in MLflow, register the best as a new version of the price model.
 
 One MLflow parent run per training ("train <batch>") with a child run per candidate: params,
 metrics, training seconds, feature importances and the logged pyfunc model. The parent holds
