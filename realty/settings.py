@@ -86,9 +86,6 @@ class Settings(BaseSettings):
     stale_after_hours: float = Field(
         168.0, description="Retrain ('stale') once production is older"
     )
-    max_ignored_verdicts: int = Field(
-        2, description="Freshness check fails when more retrain verdicts went without a new version"
-    )
     train_max_rows: int = Field(1_000_000, description="Seeded subsample above this many rows")
     train_seed: int = 0
     train_max_seconds: float = Field(900.0, description="Per candidate; boosting stops there")
