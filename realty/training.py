@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,7 @@ HIGH_CARDINALITY: tuple[str, ...] = tuple(
 )
 IMPORTANCE_ROWS = 5_000  # eval rows used for permutation importance
 IMPORTANCE_REPEATS = 3
-_PACE_ROUNDS = 20  # HGB rounds timed to plan the rest within the deadline
+_PACE_ROUNDS = 20  # HGB's first chunk of rounds, timed to plan the next ones
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,10 @@ class TrainingBudget:
     max_leaf_nodes: int = 63  # HGB leaves per tree (about what depth 6 would give)
     early_stopping_rounds: int = 100  # rounds without improvement on the validation split
     validation_fraction: float = 0.1  # of the training rows, held out for early stopping
-    thread_count: int = 2
+    thread_count: int = 2  # CatBoost threads
+    # HGB's OpenMP threads. OpenMP workers spin while they wait: on 2 CPUs shared with other
+    # work, 2 threads made HGB 4x slower than 1 (unless OMP_WAIT_POLICY=PASSIVE is set).
+    hgb_threads: int = 1
     used_ram_limit: str = "2gb"  # CatBoost's limit for its categorical statistics
     seed: int = 0
 
@@ -87,7 +90,6 @@ class CandidateResult:
     feature_importances: dict[str, float]  # FEATURE_COLUMNS → share of the importance (sums to 1)
     train_rows: int = 0
     eval_rows: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- data: snapshot and split
@@ -110,8 +112,9 @@ def split_for_training(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, eval): ``eval_fraction`` of every batch, drawn at random with ``seed``.
 
-    Stratified by batch: each batch gives ``round(eval_fraction * rows)`` rows to eval, and the
-    newest batch at least one, so eval always holds the listings the model is about to face.
+    Stratified by batch: each batch gives ``round(eval_fraction * rows)`` rows to eval, and at
+    least one, so eval always holds listings of the newest batch, the world the model is about
+    to face (``newest_batch_key`` must have rows).
     The draw ranks each batch's rows by a seeded hash of their ``row_hash``: it does not depend
     on row order, and a listing stays on its side when later batches are added, so successive
     models are evaluated on nested eval sets and never train on an earlier eval row.
@@ -124,12 +127,17 @@ def split_for_training(
     batches = frame["batch_key"].astype(str)
     if not (batches == newest_batch_key).any():
         raise ValueError(f"the newest batch {newest_batch_key!r} has no rows in the frame")
-    draw = _seeded_draw(frame["row_hash"], seed)
-    rank = pd.Series(draw, index=frame.index).groupby(batches.to_numpy()).rank(method="first")
-    size = batches.map(batches.value_counts())
-    wanted = np.floor(size * eval_fraction + 0.5)
-    wanted = wanted.where(batches != newest_batch_key, wanted.clip(lower=1))
-    in_eval = (rank <= wanted).to_numpy()
+    codes, _ = pd.factorize(batches)
+    hashes = frame["row_hash"].to_numpy(dtype=str)
+    # Rows in order of batch, then seeded draw (row_hash breaks ties): a row's position within
+    # its batch in that order decides its side.
+    order = np.lexsort((hashes, _seeded_draw(frame["row_hash"], seed), codes))
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.empty(len(frame), dtype="int64")
+    position[order] = np.arange(len(frame)) - np.repeat(starts, sizes)
+    wanted = np.maximum(np.floor(sizes * eval_fraction + 0.5), 1)
+    in_eval = position < wanted[codes]
     return frame[~in_eval].copy(), frame[in_eval].copy()
 
 
@@ -321,38 +329,34 @@ def _train_hgb(data: _Data, budget: TrainingBudget, deadline: float) -> tuple[An
         "random_state": budget.seed,
     }
     # The validation split is ours (X_val): the rows CatBoost stops on too. HGB has no
-    # callback, so the deadline is kept by pace: two short warm-started fits measure the time
-    # per round and the fixed cost of a fit (binning), then one more fit grows only as many
-    # rounds as the time left allows.
+    # callback, so the deadline is kept by pace: warm-started fits grow the model in chunks that
+    # double (20, 40, 80, ... rounds), each no longer than the time left at the pace of the
+    # previous chunk (fit overhead included, so the estimate errs on the safe side).
     model = HistGradientBoostingRegressor(warm_start=True, **params)
 
     def grow(rounds: int) -> float:
+        """Seconds per round of growing the model to ``rounds`` rounds."""
+        before = getattr(model, "n_iter_", 0)
         model.set_params(max_iter=min(rounds, budget.iterations))
         started = time.monotonic()
-        with threadpool_limits(limits=budget.thread_count, user_api="openmp"):
-            model.fit(fit_m, fit_y, X_val=val_m, y_val=val_y)
-        return time.monotonic() - started
+        model.fit(fit_m, fit_y, X_val=val_m, y_val=val_y)
+        return (time.monotonic() - started) / max(model.n_iter_ - before, 1)
 
-    def done() -> bool:
-        stopped = model.n_iter_ < model.max_iter or model.n_iter_ >= budget.iterations
-        return stopped or time.monotonic() >= deadline
-
-    first = grow(_PACE_ROUNDS)
-    if not done():
-        second = grow(3 * _PACE_ROUNDS)
-        if not done():
-            # first = fixed + 20 rounds, second = fixed + 40 rounds (it grows 20 to 60)
-            pace = (second - first) / _PACE_ROUNDS
-            if pace <= 0:  # timing noise: assume no fixed cost
-                pace = second / (2 * _PACE_ROUNDS)
-            overhead = max(first - _PACE_ROUNDS * pace, 0.0)
-            left = deadline - time.monotonic() - overhead
-            grow(model.n_iter_ + max(int(0.9 * left / pace), 0))
-    stopped_early = model.n_iter_ < model.max_iter
-    hit_deadline = not stopped_early and model.n_iter_ < budget.iterations
+    pace = grow(_PACE_ROUNDS)
+    stopped_early = hit_deadline = False
+    while True:
+        stopped_early = model.n_iter_ < model.max_iter
+        if stopped_early or model.n_iter_ >= budget.iterations:
+            break
+        affordable = int(0.9 * (deadline - time.monotonic()) / pace)
+        if affordable < 1:
+            hit_deadline = True
+            break
+        pace = grow(model.n_iter_ + min(model.n_iter_, affordable))
     info = {
         **{k: v for k, v in params.items() if k != "categorical_features"},
         "max_iter": budget.iterations,
+        "threads": budget.hgb_threads,
         "iterations_run": int(model.n_iter_),
         "stopped_early": stopped_early,
         "stopped_by_deadline": hit_deadline,
@@ -462,12 +466,14 @@ def train_candidates(
     for name in candidates:
         started = time.monotonic()
         logger.info("training %s on %d rows", name, len(train))
-        estimator, params = _TRAINERS[name](data, budget, started + budget.max_seconds)
-        seconds = time.monotonic() - started
-        model = PriceModel(estimator, config, name=name, params=params)
-        predicted = model.predict(None, eval)
+        # OpenMP (HGB) threads are limited for fit, scoring and importances alike.
+        with threadpool_limits(limits=budget.hgb_threads, user_api="openmp"):
+            estimator, params = _TRAINERS[name](data, budget, started + budget.max_seconds)
+            seconds = time.monotonic() - started
+            model = PriceModel(estimator, config, name=name, params=params)
+            predicted = model.predict(None, eval)
+            importances = _importances(model, eval_features, np.log(eval_price), budget.seed)
         metrics = evaluate(eval_price, predicted)
-        importances = _importances(model, eval_features, np.log(eval_price), budget.seed)
         logger.info("%s: %s in %.1f s", name, metrics, seconds)
         results.append(
             CandidateResult(

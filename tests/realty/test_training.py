@@ -111,11 +111,13 @@ def test_the_split_takes_a_seeded_fifth_of_every_batch_including_the_newest() ->
 
 
 def test_a_listing_stays_on_its_side_when_batches_are_added() -> None:
-    first = batches(300, 200)
+    tiny = clean_listings(2, seed=8, batch_key="g1-d1-b008")  # gives its one eval row
+    first = pd.concat([batches(300, 200), tiny])
     grown = pd.concat([first, clean_listings(100, seed=9, batch_key="g1-d1-b009")])
-    before = split_for_training(first, "g1-d1-b002")[1]
+    before = split_for_training(first, "g1-d1-b008")[1]
     after = split_for_training(grown, "g1-d1-b009")[1]
     assert set(before["row_hash"]) <= set(after["row_hash"])
+    assert len(after) == len(before) + 20
 
 
 def test_a_tiny_newest_batch_is_still_represented() -> None:
