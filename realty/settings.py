@@ -123,6 +123,23 @@ class Settings(BaseSettings):
         10 * 1024 * 1024, description="Larger image uploads answer 413"
     )
 
+    # Inference log (serving/inference_log.py): every answered prediction goes to
+    # raw_data.inference_log through a background writer; a JSON-lines spool keeps the rows
+    # while the database is away or the queue is full, and is replayed when it is back.
+    inference_log_queue_rows: int = Field(
+        10_000, ge=1, description="Rows held in memory for the writer; beyond them rows spool"
+    )
+    inference_log_batch_rows: int = Field(500, ge=1, description="Most rows per COPY")
+    inference_log_flush_interval_s: float = Field(
+        1.0, gt=0, description="Longest a row waits in the queue before it is written"
+    )
+    inference_log_retry_s: float = Field(
+        5.0, gt=0, description="Seconds between attempts to reach the database while it is away"
+    )
+    inference_log_spool_dir: Path | None = Field(
+        None, description="Where the spool files live; unset = $REALTY_HOME/spool"
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:

@@ -44,3 +44,22 @@ CREATE TABLE IF NOT EXISTS source_progress (
     exhausted_at  timestamptz,
     PRIMARY KEY (group_number, day)
 );
+
+-- Every answered inference (serving/inference_log.py): one row per prediction, so a price
+-- request with n listings writes items 0..n-1; vision and digits requests write item 0 with
+-- their metadata in details (never the image). Written in batches by a background writer; the
+-- primary key is what makes replaying its spool idempotent (ON CONFLICT DO NOTHING).
+CREATE TABLE IF NOT EXISTS inference_log (
+    request_id     text NOT NULL,
+    item           integer NOT NULL,
+    logged_at      timestamptz NOT NULL,
+    route          text NOT NULL,
+    model_name     text,
+    model_version  text,
+    latency_ms     double precision NOT NULL,
+    listing        jsonb,            -- the listing fields as received (price routes)
+    prediction     double precision,
+    details        jsonb,            -- counts, labels, predicted class (vision, digits)
+    PRIMARY KEY (request_id, item)
+);
+CREATE INDEX IF NOT EXISTS inference_log_logged_at ON inference_log (logged_at);
