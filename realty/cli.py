@@ -177,6 +177,17 @@ def serve(
 
 
 @app.command()
+def ui(port: Annotated[int | None, typer.Option(help="Port to listen on")] = None) -> None:
+    """Run the web app (Gradio) alone; it calls the serving API and MLflow of the settings."""
+    from ui.app import launch
+
+    settings = get_settings()
+    if port is not None:
+        settings = settings.model_copy(update={"ui_port": port})
+    launch(settings)
+
+
+@app.command()
 def status() -> None:
     """Which services are up, where their UIs are, and what has been ingested."""
     from realty.status import ingestion_summary, service_statuses

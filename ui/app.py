@@ -1,0 +1,308 @@
+"""The web app (Gradio): price a listing, browse the model history and the batches' drift, count
+objects in a photo, read a handwritten digit. One function per tab builds it and wires its
+events; every model answer comes from the serving API and every history from serving or MLflow
+(``ui.client``), never from model code or a database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from realty.schema import STATUS_VALUES, US_STATES
+from realty.settings import Settings
+from ui import charts, formatting
+from ui.client import BackendError, RegistryClient, ServingClient
+from ui.presets import COCO_CLASSES, DETECTORS, PRESETS, PRESETS_BY_LABEL
+
+log = logging.getLogger(__name__)
+
+INTRO = """# realty
+Price a US house listing with the model in production, see how the models and the incoming data
+changed batch after batch, and try the vision models on your own pictures.
+"""
+
+
+def _problem(error: Exception) -> str:
+    return f"**{error}**"
+
+
+def price_tab(serving: ServingClient) -> None:
+    """A listing form with presets → the price, the version that answered, its SHAP chart."""
+    gr.Markdown(
+        "Fill in what you know about a listing (status, state and city are required; leave the "
+        "rest empty if unknown) or start from a real listing, then **Predict**."
+    )
+    preset = gr.Dropdown(
+        [p.label for p in PRESETS], value=None, label="Start from a real listing",
+        elem_id="price-preset",
+    )  # fmt: skip
+    with gr.Row():
+        status = gr.Dropdown(list(STATUS_VALUES), value="for_sale", label="Status")
+        state = gr.Dropdown(list(US_STATES), value=None, label="State", elem_id="price-state")
+        city = gr.Textbox(label="City", elem_id="price-city")
+        zip_code = gr.Textbox(label="Zip code (optional)", max_length=5)
+    with gr.Row():
+        bed = gr.Number(label="Bedrooms", minimum=0, maximum=50, precision=0)
+        bath = gr.Number(label="Bathrooms", minimum=0, maximum=50, precision=0)
+        house_size = gr.Number(label="Living area (sq ft)", minimum=50, maximum=100_000)
+        acre_lot = gr.Number(label="Lot (acres)", minimum=0, maximum=100_000, step=0.01)
+    with gr.Row():
+        prev_sold_date = gr.Textbox(label="Last sold (YYYY-MM-DD, optional)")
+        brokered_by = gr.Number(label="Broker id (optional)", minimum=0, precision=0)
+        street = gr.Number(label="Street id (optional)", minimum=0, precision=0)
+    fields = [
+        status, state, city, zip_code, bed, bath, house_size, acre_lot, prev_sold_date,
+        brokered_by, street,
+    ]  # fmt: skip
+    predict = gr.Button("Predict", variant="primary", elem_id="price-predict")
+    answer = gr.Markdown(elem_id="price-answer")
+    chart = gr.Plot(label="Why this price: each feature's contribution (SHAP)")
+
+    def fill(label: str | None) -> list[Any]:
+        if label not in PRESETS_BY_LABEL:
+            return [gr.update() for _ in fields]
+        return formatting.form_from_listing(PRESETS_BY_LABEL[label].listing)
+
+    def run(label: str | None, *values: Any) -> tuple[str, Any]:
+        try:
+            listing = formatting.listing_from_form(
+                dict(zip(formatting.LISTING_FIELDS, values, strict=True))
+            )
+        except ValueError as error:
+            return _problem(error), None
+        listed = _listed_price(label, listing)
+        try:
+            prediction = serving.predict_price(listing)
+        except BackendError as error:
+            return _problem(error), None
+        text = formatting.price_markdown(prediction, listed)
+        try:
+            explanation = serving.explain_price(listing)
+        except BackendError as error:
+            return f"{text}\n\nNo explanation this time: {error}", None
+        figure = charts.contribution_figure(
+            formatting.contributions(explanation),
+            explanation.get("base_value"),
+            float(explanation["price"]),
+        )
+        return text, figure
+
+    preset.change(fill, preset, fields)
+    predict.click(run, [preset, *fields], [answer, chart])
+
+
+def _listed_price(label: str | None, listing: dict[str, Any]) -> float | None:
+    """The real price of the preset ``label`` if the form still holds that listing unchanged."""
+    preset = PRESETS_BY_LABEL.get(label or "")
+    if preset is None or formatting.listing_from_form(preset.listing) != listing:
+        return None
+    return preset.listed_price
+
+
+def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> None:
+    """The price model's versions from MLflow; two of them compared by their SHAP reports."""
+    gr.Markdown(
+        f"Every version of **{model_name}** in the MLflow registry: why it was trained, on which "
+        "batches, how well it scored and what the champion/challenger gate decided."
+    )
+    refresh = gr.Button("Refresh", size="sm")
+    note = gr.Markdown(elem_id="models-note")
+    table = gr.Dataframe(
+        headers=list(formatting.VERSION_COLUMNS),
+        interactive=False,
+        wrap=True,
+        elem_id="models-table",
+    )
+    with gr.Row():
+        first = gr.Dropdown([], label="Compare version", elem_id="models-first")
+        second = gr.Dropdown([], label="with version", elem_id="models-second")
+        compare = gr.Button("Compare", elem_id="models-compare")
+    importance = gr.Plot(label="Global SHAP importance")
+    diff = gr.Markdown(elem_id="models-diff")
+
+    def load() -> tuple[Any, ...]:
+        try:
+            versions = registry.versions(model_name)
+        except BackendError as error:
+            return _problem(error), [], gr.update(choices=[]), gr.update(choices=[])
+        if not versions:
+            message = f"No version of {model_name} is registered yet: the first batch trains one."
+            return message, [], gr.update(choices=[]), gr.update(choices=[])
+        production = next((v for v in versions if "production" in v.aliases), None)
+        message = (
+            f"{len(versions)} versions; production is **v{production.version}**."
+            if production
+            else f"{len(versions)} versions; none is in production yet."
+        )
+        choices = [f"v{v.version}" for v in versions]
+        older = choices[1] if len(choices) > 1 else choices[0]
+        return (
+            message,
+            formatting.version_rows(versions),
+            gr.update(choices=choices, value=older),
+            gr.update(choices=choices, value=choices[0]),
+        )
+
+    def run_compare(a: str | None, b: str | None) -> tuple[Any, str]:
+        if not a or not b:
+            return None, "Pick two versions."
+        try:
+            return _comparison(registry, model_name, [a, b])
+        except BackendError as error:
+            return None, _problem(error)
+
+    outputs = [note, table, first, second]
+    refresh.click(load, None, outputs)
+    demo.load(load, None, outputs)
+    compare.click(run_compare, [first, second], [importance, diff])
+
+
+def _comparison(registry: RegistryClient, model_name: str, labels: list[str]) -> tuple[Any, str]:
+    versions = {f"v{v.version}": v for v in registry.versions(model_name)}
+    rankings, notes = {}, []
+    for label in dict.fromkeys(labels):
+        version = versions.get(label)
+        if version is None:
+            notes.append(f"{label} is not registered.")
+            continue
+        ranking = registry.artifact(version.run_id, "shap/ranking.json")
+        report = registry.artifact(version.run_id, "shap/explanation.md")
+        if ranking is None:
+            notes.append(f"**{label}** has no SHAP report (a median baseline is not explained).")
+            continue
+        rankings[label] = json.loads(ranking)
+        recorded = formatting.recorded_diff(report.decode()) if report else ""
+        notes.append(f"**{label}**, as recorded when it was explained:\n\n{recorded or '-'}")
+    figure = charts.importance_figure(rankings) if rankings else None
+    return figure, "\n\n".join(notes)
+
+
+def drift_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> None:
+    """Per batch: rows, the drift verdict and reasons, the drift scores with retrains marked."""
+    gr.Markdown(
+        "Every batch the data API delivered: rows landed, kept clean and rejected, the drift "
+        "verdict against the production model of the time, and what the loop did about it."
+    )
+    refresh = gr.Button("Refresh", size="sm")
+    note = gr.Markdown(elem_id="drift-note")
+    chart = gr.Plot(label="Drift scores across batches")
+    table = gr.Dataframe(
+        headers=list(formatting.BATCH_COLUMNS), interactive=False, wrap=True, elem_id="drift-table"
+    )
+
+    def load() -> tuple[Any, ...]:
+        try:
+            batches = serving.batches()
+        except BackendError as error:
+            return _problem(error), None, []
+        if not batches:
+            return "No batch has landed yet.", None, []
+        retrained = sum(1 for b in batches if b.get("trained"))
+        message = f"{len(batches)} batches landed; {retrained} led to a training."
+        figure = charts.drift_figure(batches, settings.drift_psi)
+        return message, figure, formatting.batch_rows(batches)
+
+    refresh.click(load, None, [note, chart, table])
+    demo.load(load, None, [note, chart, table])
+
+
+def counter_tab(serving: ServingClient) -> None:
+    """A photo → the objects the chosen detector finds, boxed, counted and listed."""
+    gr.Markdown("Upload a photo; the detector boxes and counts what it recognises.")
+    with gr.Row():
+        with gr.Column():
+            photo = gr.Image(
+                type="filepath", sources=["upload"], label="Photo", elem_id="counter-photo"
+            )
+            model = gr.Radio(list(DETECTORS), value=DETECTORS[0], label="Detector")
+            confidence = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="Minimum confidence")
+            wanted = gr.Dropdown(
+                ["", *COCO_CLASSES], value="", label="Count only (empty: every object)",
+                elem_id="counter-object",
+            )  # fmt: skip
+            count = gr.Button("Count", variant="primary", elem_id="counter-run")
+        with gr.Column():
+            answer = gr.Markdown(elem_id="counter-answer")
+            annotated = gr.Image(label="Detections", interactive=False, elem_id="counter-image")
+    table = gr.Dataframe(headers=list(formatting.DETECTION_COLUMNS), interactive=False)
+
+    def run(path: str | None, detector: str, threshold: float, name: str) -> tuple[Any, ...]:
+        if not path:
+            return "**Upload a photo first.**", None, []
+        image = Path(path).read_bytes()
+        try:
+            counted = serving.count(image, detector, threshold, name or None)
+        except BackendError as error:
+            return _problem(error), None, []
+        picture = formatting.annotate(image, counted.get("detections", []))
+        return formatting.count_markdown(counted), picture, formatting.detection_rows(counted)
+
+    count.click(run, [photo, model, confidence, wanted], [answer, annotated, table])
+
+
+def digits_tab(serving: ServingClient) -> None:
+    """A drawn or uploaded digit → the digits model's answer and version."""
+    gr.Markdown("Draw a digit (0-9) large in the box, or upload a picture of one.")
+    with gr.Row():
+        sketch = gr.Sketchpad(
+            label="Draw", canvas_size=(280, 280), fixed_canvas=True, layers=False,
+            brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=14),
+            type="numpy", elem_id="digits-sketch",
+        )  # fmt: skip
+        upload = gr.Image(type="filepath", sources=["upload"], label="…or upload")
+    read = gr.Button("Read the digit", variant="primary", elem_id="digits-run")
+    answer = gr.Markdown(elem_id="digits-answer")
+
+    def run(drawing: dict[str, Any] | None, path: str | None) -> str:
+        image = Path(path).read_bytes() if path else formatting.sketch_png(drawing)
+        if image is None:
+            return "**Draw a digit or upload a picture first.**"
+        try:
+            result = serving.predict_digit(image)
+        except BackendError as error:
+            return _problem(error)
+        return (
+            f"## It is a {result['prediction']}\n\n"
+            f"Read by **{formatting.model_line(result['model'])}**."
+        )
+
+    read.click(run, [sketch, upload], answer)
+
+
+def build_app(settings: Settings) -> gr.Blocks:
+    serving = ServingClient(settings.ui_serving_url or settings.serving_url, settings.ui_timeout_s)
+    registry = RegistryClient(settings.ui_mlflow_url or settings.mlflow_url, settings.ui_timeout_s)
+    with gr.Blocks(title="realty", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Price", id="price"):
+            price_tab(serving)
+        with gr.Tab("Models", id="models"):
+            models_tab(registry, settings.price_model_name, demo)
+        with gr.Tab("Data & drift", id="drift"):
+            drift_tab(serving, settings, demo)
+        with gr.Tab("Object counter", id="counter"):
+            counter_tab(serving)
+        with gr.Tab("Digits", id="digits"):
+            digits_tab(serving)
+    return demo
+
+
+def launch(settings: Settings, block: bool = True) -> gr.Blocks:
+    """Serve the app on ``settings.host:settings.ui_port``; ``block=False`` returns at once."""
+    demo = build_app(settings)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name=settings.host,
+        server_port=settings.ui_port,
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=True,
+        footer_links=[],
+        share=False,
+    )
+    return demo

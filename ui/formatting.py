@@ -1,0 +1,221 @@
+"""Plain functions that turn form values into requests and answers into text and tables."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ui.client import ModelVersion
+
+# The form's listing fields in the order the tabs show them; price is what gets predicted.
+LISTING_FIELDS: tuple[str, ...] = (
+    "status", "state", "city", "zip_code", "bed", "bath", "house_size", "acre_lot",
+    "prev_sold_date", "brokered_by", "street",
+)  # fmt: skip
+REQUIRED_FIELDS: tuple[str, ...] = ("status", "state", "city")
+INTEGER_FIELDS: frozenset[str] = frozenset({"bed", "bath", "brokered_by", "street"})
+_ZIP = re.compile(r"^\d{5}$")
+_DIFF_SECTION = re.compile(r"^## Changes since the previous version\n(.*?)(?=^## |\Z)", re.M | re.S)
+
+
+def dollars(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"${value:,.0f}"
+
+
+def listing_from_form(values: dict[str, Any]) -> dict[str, Any]:
+    """The listing to post: empty fields left out, numbers typed, text trimmed.
+
+    Raises ValueError with a sentence for the person filling the form."""
+    listing: dict[str, Any] = {}
+    for name in LISTING_FIELDS:
+        value = values.get(name)
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue
+        listing[name] = int(value) if name in INTEGER_FIELDS else value
+    missing = [name.replace("_", " ") for name in REQUIRED_FIELDS if name not in listing]
+    if missing:
+        raise ValueError(f"Please fill in: {', '.join(missing)}.")
+    if "zip_code" in listing and not _ZIP.match(str(listing["zip_code"])):
+        raise ValueError("The zip code has 5 digits, e.g. 95136 (or leave it empty).")
+    if "prev_sold_date" in listing:
+        try:
+            date.fromisoformat(str(listing["prev_sold_date"]))
+        except ValueError:
+            raise ValueError(
+                "The last sale date is a date like 2021-11-16 (or leave it empty)."
+            ) from None
+    return listing
+
+
+def form_from_listing(listing: dict[str, Any]) -> list[Any]:
+    """The form's values (``LISTING_FIELDS`` order) for a listing; absent fields are empty."""
+    return [listing.get(name) for name in LISTING_FIELDS]
+
+
+def model_line(model: dict[str, Any]) -> str:
+    return f"{model.get('name', '?')} version {model.get('version', '?')}"
+
+
+def price_markdown(prediction: dict[str, Any], listed_price: float | None) -> str:
+    price = float(prediction["predictions"][0]["price"])
+    lines = [f"## Predicted price: {dollars(price)}"]
+    if listed_price:
+        lines.append(f"The real listing's price was {dollars(listed_price)}.")
+    lines.append(f"Answered by **{model_line(prediction['model'])}**.")
+    return "\n\n".join(lines)
+
+
+def contributions(explanation: dict[str, Any]) -> list[tuple[str, float, Any]]:
+    """(feature, SHAP value, the feature's value) of an explain answer, largest effect first."""
+    items = [
+        (item["feature"], float(item["shap"]), item.get("value"))
+        for item in explanation.get("contributions", [])
+    ]
+    return sorted(items, key=lambda item: abs(item[1]), reverse=True)
+
+
+def when(milliseconds: int) -> str:
+    moment = datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+VERSION_COLUMNS: tuple[str, ...] = (
+    "version", "created", "alias", "candidate", "trained because", "batches", "rows",
+    "MAE $", "R² (log)", "gate", "gate's reason",
+)  # fmt: skip
+
+
+def version_rows(versions: list[ModelVersion]) -> list[list[Any]]:
+    """One row per version for the Models table (``VERSION_COLUMNS``)."""
+    rows = []
+    for v in versions:
+        tags, metrics = v.tags, v.metrics
+        batch_range = tags.get("batch_range", "-")
+        count = tags.get("batches")
+        rows.append(
+            [
+                f"v{v.version}",
+                when(v.created_ms),
+                ", ".join(v.aliases) or "-",
+                tags.get("candidate", "-"),
+                "; ".join(v.reasons) or tags.get("trigger", "-"),
+                f"{batch_range} ({count})" if count else batch_range,
+                _thousands(tags.get("rows")),
+                dollars(metrics.get("mae_usd")),
+                f"{metrics['r2_log']:.3f}" if "r2_log" in metrics else "-",
+                tags.get("gate.decision", "not decided"),
+                tags.get("gate.reason", "-"),
+            ]
+        )
+    return rows
+
+
+def _thousands(value: str | None) -> str:
+    return f"{int(value):,}" if value and value.isdigit() else "-"
+
+
+def recorded_diff(markdown: str) -> str:
+    """The "Changes since the previous version" section of a SHAP report (explanation.md)."""
+    match = _DIFF_SECTION.search(markdown)
+    return match.group(1).strip() if match else ""
+
+
+BATCH_COLUMNS: tuple[str, ...] = (
+    "batch", "landed", "clean", "rejected", "verdict", "reasons", "compared with", "trained",
+    "gate", "production after",
+)  # fmt: skip
+
+
+def batch_rows(batches: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per batch for the Data & drift table (``BATCH_COLUMNS``)."""
+    rows = []
+    for b in batches:
+        rows.append(
+            [
+                b["batch_key"],
+                f"{b['rows_landed']:,}",
+                _count(b.get("rows_clean")),
+                _count(b.get("rows_rejected")),
+                b.get("verdict") or "not judged yet",
+                "; ".join(b.get("reasons") or []) or "-",
+                _version(b.get("compared_with_version")),
+                _trained(b),
+                {True: "promoted", False: "rejected", None: "-"}[b.get("promoted")],
+                _version(b.get("production_version")),
+            ]
+        )
+    return rows
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _version(value: str | None) -> str:
+    return f"v{value}" if value else "-"
+
+
+def _trained(batch: dict[str, Any]) -> str:
+    if not batch.get("trained"):
+        return "no"
+    return f"v{batch.get('candidate_version')} ({batch.get('trigger')})"
+
+
+DETECTION_COLUMNS: tuple[str, ...] = ("#", "object", "confidence", "box (x1, y1, x2, y2)")
+
+
+def detection_rows(counted: dict[str, Any]) -> list[list[Any]]:
+    return [
+        [i, d["label"], f"{float(d['confidence']):.2f}", ", ".join(str(int(c)) for c in d["box"])]
+        for i, d in enumerate(counted.get("detections", []), start=1)
+    ]
+
+
+def count_markdown(counted: dict[str, Any]) -> str:
+    what = counted.get("object") or "object"
+    plural = "" if counted["count"] == 1 else "s"
+    noun = what if what.endswith("s") or not plural else f"{what}{plural}"
+    return (
+        f"## {counted['count']} {noun} found\n\n"
+        f"{counted['model']} at confidence ≥ {float(counted['confidence']):.2f}"
+    )
+
+
+def annotate(image: bytes, detections: list[dict[str, Any]]) -> Image.Image:
+    """The photo with a labelled box per detection."""
+    picture = Image.open(io.BytesIO(image)).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(picture.size) / 300))
+    for d in detections:
+        x1, y1, x2, y2 = (int(c) for c in d["box"])
+        draw.rectangle((x1, y1, x2, y2), outline=(0, 200, 0), width=width)
+        label = f"{d['label']} {float(d['confidence']):.2f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), label)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 200, 0))
+        draw.text((x1, y1), label, fill=(0, 0, 0))
+    return picture
+
+
+def sketch_png(sketch: dict[str, Any] | np.ndarray | None) -> bytes | None:
+    """A drawing (Gradio sketchpad value) as a PNG of dark ink on white; None when blank."""
+    layer = sketch.get("composite") if isinstance(sketch, dict) else sketch
+    if layer is None:
+        return None
+    pixels = np.asarray(layer)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:  # transparent where nothing was drawn
+        alpha = pixels[..., 3:4].astype(np.float32) / 255
+        pixels = pixels[..., :3] * alpha + 255 * (1 - alpha)
+    picture = Image.fromarray(pixels.astype(np.uint8)).convert("L")
+    if np.asarray(picture).min() > 200:  # nothing darker than paper: nothing drawn
+        return None
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
