@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from realty.sandbox import SimulatorProcess, make_settings
@@ -77,3 +79,41 @@ def start_simulator(tmp_path: Path) -> Iterator:
     yield start
     for simulator in started:
         simulator.stop()
+
+
+# ---------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class ProductionModels:
+    """What ``production_models`` registered: both models at alias ``production``."""
+
+    settings: Settings  # the MLflow/Postgres test servers
+    price_version: str  # of settings.price_model_name ("realty-price")
+    digits_version: str  # of settings.digits_model_name ("digits")
+    listings: pd.DataFrame  # the clean real listings the price model was trained on
+
+
+@pytest.fixture(scope="session")
+def production_models(mlflow_settings: Settings) -> ProductionModels:
+    """Real versions of `realty-price` and `digits` under alias `production` in the test
+    MLflow server, trained in about 20 s: the learning loop's `train_and_register` on 3,000 real
+    listings with a 60-round budget, and the `digits_model` asset. Session-wide: tests must not
+    move these aliases (register under another model name to test promotions)."""
+    from serving.sandbox import real_clean_listings, register_digits_model, register_price_model
+
+    listings = real_clean_listings(3_000)
+    price_version = register_price_model(mlflow_settings, listings)
+    digits_version = register_digits_model(mlflow_settings)
+    return ProductionModels(mlflow_settings, price_version, digits_version, listings)
+
+
+@pytest.fixture(scope="session")
+def serving_server(production_models: ProductionModels) -> Iterator:
+    """`realty serve` (real uvicorn) on a free port of 127.0.0.1 serving `production_models`;
+    `.url` is its base URL, `.settings` its settings. Stopped at the end of the session. For a
+    server of your own (other settings or env), use `serving.sandbox.ServingProcess` directly."""
+    from serving.sandbox import ServingProcess
+
+    with ServingProcess(production_models.settings) as server:
+        yield server
