@@ -4,9 +4,9 @@ The request path only appends records to a bounded in-memory buffer (``submit``)
 thread writes them in batches with COPY. Nothing is lost while the database is away: rows the
 thread cannot write, and rows that do not fit in the buffer, are appended to a local spool
 (JSON lines, ``$REALTY_HOME/spool/inference-*.jsonl``) that the thread replays once the database
-answers again, and at start. Every write goes through a temporary table into
-``inference_log`` with ``ON CONFLICT (request_id, item) DO NOTHING``, so replaying a batch that
-had in fact been committed before its connection broke never duplicates a row.
+answers again, and at start. A replay goes through a temporary table into ``inference_log``
+with ``ON CONFLICT (request_id, item) DO NOTHING``, so replaying a batch that had in fact been
+committed before its connection broke never duplicates a row.
 
 Each spool file is held with an exclusive ``flock`` by the writer appending to it, so several
 serving processes can share one spool directory; a file left by a crashed process (the kernel
@@ -72,16 +72,27 @@ CONNECT_TIMEOUT_S = 5
 RECORD_ERRORS = (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError)
 
 
+_encode_json = json.JSONEncoder(default=str).encode  # built once: it is on the per-row path
+
+
 def _json(value: object) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
+    return None if value is None else _encode_json(value)
 
 
 def _row(record: InferenceRecord) -> tuple[object, ...]:
-    """The record as COPY values; the two dicts go as JSON text into their jsonb columns."""
-    values = {name: getattr(record, name) for name in COLUMNS}
-    values["listing"] = _json(record.listing)
-    values["details"] = _json(record.details)
-    return tuple(values.values())
+    """The record as COPY values (in COLUMNS order); the dicts go as JSON text into jsonb."""
+    return (
+        record.request_id,
+        record.item,
+        record.logged_at,
+        record.route,
+        record.model_name,
+        record.model_version,
+        record.latency_ms,
+        _json(record.listing),
+        record.prediction,
+        _json(record.details),
+    )
 
 
 def to_spool_line(record: InferenceRecord) -> str:
@@ -316,7 +327,7 @@ class InferenceLogWriter:
             self._spool(batch)
         else:
             try:
-                self._count("rows_written", self._write(batch))
+                self._count("rows_written", self._write(batch, replay=False))
             except Exception as error:  # the thread must survive anything: the rows are spooled
                 self._database_away(error)
                 self._spool(batch)
@@ -330,7 +341,7 @@ class InferenceLogWriter:
             for path in self.spool.files():
                 replayed = self.spool.replay(
                     path,
-                    lambda chunk: self._count("rows_replayed", self._write(chunk)),
+                    lambda chunk: self._count("rows_replayed", self._write(chunk, replay=True)),
                     self.settings.inference_log_batch_rows,
                 )
                 if replayed:
@@ -350,14 +361,15 @@ class InferenceLogWriter:
         self._count("rows_dropped", len(records) - spooled)
         self._spool_waiting.set()
 
-    def _write(self, records: list[InferenceRecord]) -> int:
-        """Store ``records`` (those already there are skipped); return how many are stored.
+    def _write(self, records: list[InferenceRecord], replay: bool) -> int:
+        """Store ``records``; return how many are stored.
 
-        A batch with a value the database refuses is retried record by record and the refused
-        records are set aside, so one bad record never holds up the others."""
+        A batch with a value the database refuses (or, on a first attempt, a key already stored:
+        a reused request id) is retried record by record and the refused records are set aside,
+        so one bad record never holds up the others."""
         conn = self._connection()
         try:
-            self._copy(conn, records)
+            self._copy(conn, records, replay)
             return len(records)
         except RECORD_ERRORS as error:
             log.warning(
@@ -368,17 +380,22 @@ class InferenceLogWriter:
         stored = 0
         for record in records:
             try:
-                self._copy(conn, [record])
+                self._copy(conn, [record], replay)
                 stored += 1
             except RECORD_ERRORS as error:
                 self.spool.reject(record, error)
                 self._count("rows_dropped", 1)
         return stored
 
-    def _copy(self, conn: psycopg.Connection, records: list[InferenceRecord]) -> None:
+    def _copy(self, conn: psycopg.Connection, records: list[InferenceRecord], replay: bool) -> None:
+        """COPY ``records`` straight into the table; a replay goes through the staging table and
+        skips the keys already stored (the batch may have committed before it was spooled)."""
         with conn.transaction(), conn.cursor() as cur:
-            copy_records(cur, STAGING_TABLE, COLUMNS, map(_row, records))
-            cur.execute(INSERT_NEW)
+            copy_records(
+                cur, STAGING_TABLE if replay else "inference_log", COLUMNS, map(_row, records)
+            )
+            if replay:
+                cur.execute(INSERT_NEW)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

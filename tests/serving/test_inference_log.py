@@ -247,6 +247,26 @@ def test_a_record_the_database_refuses_is_set_aside(writer_settings: Settings) -
     assert "item=99" in json.loads(line)["record"]
 
 
+def test_a_reused_request_id_is_refused_not_overwritten(writer_settings: Settings) -> None:
+    (first,) = price_records(f"reused-{uuid.uuid4().hex}")
+    again = InferenceRecord(**{**vars(first), "prediction": 1.0})
+    writer = InferenceLogWriter(writer_settings)
+    writer.start()
+    writer.submit([first])
+    writer.close()
+    writer = InferenceLogWriter(writer_settings)
+    writer.start()
+    writer.submit([again])
+    writer.close()
+
+    assert writer.stats()["rows_dropped"] == 1
+    with psycopg.connect(writer_settings.database_url("raw_data")) as conn:
+        rows = conn.execute(
+            "SELECT prediction FROM inference_log WHERE request_id = %s", (first.request_id,)
+        ).fetchall()
+    assert rows == [(first.prediction,)]
+
+
 def test_spool_files_held_by_a_live_writer_are_not_replayed(tmp_path: Path) -> None:
     holder = Spool(tmp_path)
     holder.append(price_records("held"))
