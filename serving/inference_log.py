@@ -362,11 +362,10 @@ class InferenceLogWriter:
         self._spool_waiting.set()
 
     def _write(self, records: list[InferenceRecord], replay: bool) -> int:
-        """Store ``records``; return how many are stored.
+        """Store ``records`` (keys already stored are skipped); return how many are stored now.
 
-        A batch with a value the database refuses (or, on a first attempt, a key already stored:
-        a reused request id) is retried record by record and the refused records are set aside,
-        so one bad record never holds up the others."""
+        A batch with a value the database refuses is retried record by record and the refused
+        records are set aside, so one bad record never holds up the others."""
         conn = self._connection()
         try:
             self._copy(conn, records, replay)
@@ -388,14 +387,27 @@ class InferenceLogWriter:
         return stored
 
     def _copy(self, conn: psycopg.Connection, records: list[InferenceRecord], replay: bool) -> None:
-        """COPY ``records`` straight into the table; a replay goes through the staging table and
-        skips the keys already stored (the batch may have committed before it was spooled)."""
+        """Add ``records`` to the table. A first attempt copies (COPY) straight into it; a replay (the
+        batch may have committed before it was spooled), or a batch with a key that is stored
+        already, goes through the staging table and skips the stored keys."""
+        if not replay:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    copy_records(cur, "inference_log", COLUMNS, map(_row, records))
+                return
+            except psycopg.errors.UniqueViolation:
+                pass  # a reused request id, or a batch close() spooled that then committed
         with conn.transaction(), conn.cursor() as cur:
-            copy_records(
-                cur, STAGING_TABLE if replay else "inference_log", COLUMNS, map(_row, records)
+            copy_records(cur, STAGING_TABLE, COLUMNS, map(_row, records))
+            cur.execute(INSERT_NEW)
+            skipped = len(records) - cur.rowcount
+        if skipped and not replay:
+            log.warning(
+                "inference log: %d of %d records were stored already (same request_id and "
+                "item); the stored rows are kept",
+                skipped,
+                len(records),
             )
-            if replay:
-                cur.execute(INSERT_NEW)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -247,24 +247,31 @@ def test_a_record_the_database_refuses_is_set_aside(writer_settings: Settings) -
     assert "item=99" in json.loads(line)["record"]
 
 
-def test_a_reused_request_id_is_refused_not_overwritten(writer_settings: Settings) -> None:
+def test_a_stored_key_is_kept_not_overwritten(
+    writer_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     (first,) = price_records(f"reused-{uuid.uuid4().hex}")
     again = InferenceRecord(**{**vars(first), "prediction": 1.0})
+    (other,) = price_records(f"{first.request_id}-other")
+    caplog.set_level(logging.WARNING, logger="serving.inference_log")
     writer = InferenceLogWriter(writer_settings)
     writer.start()
     writer.submit([first])
     writer.close()
     writer = InferenceLogWriter(writer_settings)
     writer.start()
-    writer.submit([again])
+    writer.submit([again, other])  # a reused request id in a batch: the batch still lands
     writer.close()
 
-    assert writer.stats()["rows_dropped"] == 1
+    assert writer.stats()["rows_dropped"] == 0
+    assert "1 of 2 records were stored already" in caplog.text
     with psycopg.connect(writer_settings.database_url("raw_data")) as conn:
         rows = conn.execute(
-            "SELECT prediction FROM inference_log WHERE request_id = %s", (first.request_id,)
+            "SELECT request_id, prediction FROM inference_log WHERE request_id LIKE %s"
+            " ORDER BY request_id",
+            (f"{first.request_id}%",),
         ).fetchall()
-    assert rows == [(first.prediction,)]
+    assert rows == [(first.request_id, first.prediction), (other.request_id, other.prediction)]
 
 
 def test_spool_files_held_by_a_live_writer_are_not_replayed(tmp_path: Path) -> None:
