@@ -169,6 +169,14 @@ def build_services(settings: Settings) -> list[Service]:
             [str(BIN / "dagster-daemon"), "run", "-w", workspace],
             lambda: dagster_daemon_ready(settings),
         ),
+        Service(
+            "serving",
+            [sys.executable, "-m", "realty", "serve"],
+            lambda: http_ok(f"{settings.serving_url}/health"),
+            port=settings.serving_port,
+            port_setting="REALTY_SERVING_PORT",
+            url=settings.serving_url,
+        ),
     ]
     return services
 

@@ -302,12 +302,10 @@ class InferenceLogWriter:
             batch, stopping = self._take_batch()
             if batch:
                 self._store(batch)
-            elif stopping:
-                break
             if self._spool_waiting.is_set() and time.monotonic() >= self._retry_at:
                 self._replay_spool()
-        if self._spool_waiting.is_set() and time.monotonic() >= self._retry_at:
-            self._replay_spool()
+            if stopping and not batch:
+                break
         self._disconnect()
 
     def _take_batch(self) -> tuple[list[InferenceRecord], bool]:
@@ -336,8 +334,11 @@ class InferenceLogWriter:
     def _replay_spool(self) -> None:
         # Cleared first: a record spooled while this pass runs sets it again.
         self._spool_waiting.clear()
-        self.spool.seal()
+        if not self.spool.files():
+            return
         try:
+            self._connection()  # seal (and start a new file) only once the database answers
+            self.spool.seal()
             for path in self.spool.files():
                 replayed = self.spool.replay(
                     path,
@@ -387,7 +388,7 @@ class InferenceLogWriter:
         return stored
 
     def _copy(self, conn: psycopg.Connection, records: list[InferenceRecord], replay: bool) -> None:
-        """Add ``records`` to the table. A first attempt copies (COPY) straight into it; a replay (the
+        """Add ``records`` to the table. A first attempt COPYs straight into it; a replay (the
         batch may have committed before it was spooled), or a batch with a key that is stored
         already, goes through the staging table and skips the stored keys."""
         if not replay:

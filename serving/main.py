@@ -2,18 +2,76 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from realty.settings import Settings, get_settings
-from serving.routes import ops
+from serving import model_holder as holders
+from serving.inference_log import InferenceLogWriter
+from serving.metrics import (
+    MetricsMiddleware,
+    ServingMetrics,
+    inference_log_families,
+    reload_families,
+)
+from serving.routes import digits, history, ops, price
+
+# A registry that does not answer must not hold a reload for minutes (MLflow's defaults: 120 s
+# timeout, 7 retries with backoff); the poller simply tries again at its next tick. No progress
+# bars in the service's log.
+MLFLOW_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def build_model_holder(settings: Settings) -> holders.ModelHolder:
+    slots = [
+        holders.ModelSlot(
+            settings.price_model_name, holders.load_price_model, holders.smoke_price_model
+        ),
+        holders.ModelSlot(
+            settings.digits_model_name, holders.load_digits_model, holders.smoke_digits_model
+        ),
+    ]
+    return holders.ModelHolder(settings.mlflow_url, slots, settings.serving_poll_interval_s)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
+    settings: Settings = app.state.settings
+    for name, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(name, value)
+    # One OpenMP thread per prediction: requests are the parallelism, and spinning OpenMP
+    # workers on a shared machine made single-row predictions 100x slower.
+    threadpool_limits(1)
+    app.state.inference_log = InferenceLogWriter(settings)
+    app.state.inference_log.start()
+    app.state.models = build_model_holder(settings)
+    await asyncio.to_thread(app.state.models.start)
+    try:
+        yield
+    finally:
+        app.state.models.stop()
+        await asyncio.to_thread(app.state.inference_log.close)
+
+
+def _collect(app: FastAPI) -> Iterator[Any]:
+    """Metrics read from the inference log writer and the model slots at scrape time."""
+    state = app.state
+    if hasattr(state, "inference_log"):
+        yield from inference_log_families(state.inference_log.stats())
+    if hasattr(state, "models"):
+        slots = state.models.slots
+        loaded = {name: s.current.version for name, s in slots.items() if s.current}
+        yield from reload_families({name: s.reloads for name, s in slots.items()}, loaded)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,7 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.settings = settings or get_settings()
+    app.state.metrics = ServingMetrics()
+    app.state.metrics.add_collector(lambda: _collect(app))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     # The routers, one per domain (add yours here).
     app.include_router(ops.router)
+    app.include_router(price.router)
+    app.include_router(digits.router)
+    app.include_router(history.router)
     return app
