@@ -181,6 +181,47 @@ def _line(settings: Settings, key: str, landed, cleaned, verdict, seconds) -> Ba
     )  # fmt: skip
 
 
+SERVING_EXAMPLES = 3
+SERVING_WAIT_S = 60.0  # the service's poller needs up to REALTY_SERVING_POLL_INTERVAL_S
+
+
+def _serving_examples(settings: Settings, batch_key: str, production: str | None) -> dict:
+    """A few listings of ``batch_key`` priced by the serving API once it serves ``production``:
+    its answer (the version that priced them) and the listings."""
+    import httpx
+
+    from realty.clean_store import read_clean_listings
+    from realty.price_model import client_example
+
+    with psycopg.connect(settings.database_url("clean_data")) as conn:
+        listings = client_example(read_clean_listings(conn, [batch_key]).head(SERVING_EXAMPLES))
+    deadline = time.monotonic() + SERVING_WAIT_S
+    with httpx.Client(base_url=settings.serving_url, timeout=30) as client:
+        while time.monotonic() < deadline:
+            loaded = {m["name"]: m["loaded"] for m in client.get("/v1/models").json()["models"]}
+            price_model = loaded.get(settings.price_model_name) or {}
+            if price_model.get("version") == production:
+                break
+            time.sleep(1.0)
+        response = client.post("/v1/price/predict", json={"listings": listings.to_dict("records")})
+    response.raise_for_status()
+    return {"answer": response.json(), "listings": listings.to_dict("records")}
+
+
+def _print_serving_examples(examples: dict, console: Console) -> None:
+    answer = examples["answer"]
+    model = answer["model"]
+    priced = answer["predictions"]
+    console.print(f"[bold]serving[/] priced {len(priced)} listings of the last batch")
+    for listing, prediction in zip(examples["listings"], priced, strict=True):
+        place = f"{listing.get('city')}, {listing.get('state')}"
+        facts = f"{listing.get('bed') or '?'} bed, {listing.get('house_size') or '?'} sq ft"
+        console.print(
+            f"  {place:<36} {facts:<22} → ${prediction['price']:,.0f}"
+            f"  ({model['name']} v{model['version']})"
+        )
+
+
 def run(settings: Settings, stack: Stack, console: Console) -> bool:
     """Wait until the source is exhausted and every landed batch is cleaned or failed."""
     from dagster import DagsterInstance
@@ -246,8 +287,18 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
             "dagster": settings.dagster_url,
             "mlflow": settings.mlflow_url,
             "source": settings.data_api_url,
+            "serving": settings.serving_url,
         },
     }
+    if ordered:
+        try:
+            examples = _serving_examples(settings, ordered[-1].key, production)
+        except Exception as error:  # the summary is still worth writing
+            ok = False
+            console.print(f"[red]the serving API did not price the examples[/]: {error}")
+        else:
+            _print_serving_examples(examples, console)
+            summary["serving_examples"] = examples
     summary_path = settings.home / "demo" / "summary.json"
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))
@@ -256,4 +307,5 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
     console.print(f"  Dagster (lineage, runs, checks)  {settings.dagster_url}")
     console.print(f"  MLflow (experiments, registry)   {settings.mlflow_url}")
     console.print(f"  data API simulator (OpenAPI)     {settings.data_api_url}/docs")
+    console.print(f"  serving API (OpenAPI)            {settings.serving_url}/docs")
     return ok

@@ -14,9 +14,11 @@ next coarser one. It is fitted on the training rows only and, like scikit-learn'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -161,6 +163,130 @@ def _dates(values: pd.Series) -> pd.Series:
     return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
 
 
+# ---------------------------------------------------------------- one listing at a time
+# The same preparation as prepare_features, value by value in plain Python, for serving: a
+# single listing does not pay for building and parsing pandas frames. Each helper mirrors the
+# pandas helper of the same name above; tests check the two paths agree value for value.
+
+_UNSEEN = (0.0, 0.0, 0.0, 0.0)  # sums and counts of a location value not seen in training
+_NULL_TEXTS = frozenset(["", "nan", "NaN", "NAN", "None", "<NA>"])
+_WHITESPACE = re.compile(r"\s+")
+_ZIP_PATTERN = re.compile(_ZIP)
+_OLDEST, _NEWEST = pd.Timestamp.min.ceil("D").date(), pd.Timestamp.max.floor("D").date()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _text_value(value: object) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = _WHITESPACE.sub(" ", str(value).strip())
+    return None if text in _NULL_TEXTS else text
+
+
+def _number_value(value: object) -> float:
+    if _is_number(value):
+        number = float(value)
+    elif isinstance(value, bool | np.bool_):
+        return math.nan
+    else:
+        text = _text_value(value)
+        try:  # float() reads "1_000"; pandas does not
+            number = float(text) if text is not None and "_" not in text else math.nan
+        except ValueError:
+            return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _id_value(value: object) -> str | None:
+    number = _number_value(value)
+    if 0 <= number < 2**53 and math.floor(number) == number:
+        return str(int(number))
+    return None
+
+
+def _zip_value(value: object) -> str | None:
+    text = _text_value(_id_value(value) if _is_number(value) else value)
+    match = _ZIP_PATTERN.match(text) if text is not None else None
+    if match is None:
+        return None
+    digits = match.group(1).zfill(5)
+    return None if digits == "00000" else digits
+
+
+def _date_value(value: object) -> date | None:
+    """A date within pandas' datetime64 range, as ``_dates`` reads it, else None."""
+    if isinstance(value, datetime):  # pandas keeps a timestamp's wall-clock date
+        parsed = value.date()
+    elif isinstance(value, date):
+        parsed = value
+    else:
+        text = _text_value(value)
+        try:
+            parsed = datetime.strptime(text[:10], "%Y-%m-%d").date() if text else None
+        except ValueError:
+            return None
+    return parsed if parsed is not None and _OLDEST <= parsed <= _NEWEST else None
+
+
+def feature_rows(
+    listings: Sequence[Mapping[str, object]], config: FeatureConfig | None = None
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """The features of ``listings`` (dicts of listing fields) as ``prepare_features`` makes
+    them, without pandas: (float32 array of ``NUMERIC_FEATURES``, one tuple of
+    ``CATEGORICAL_FEATURES`` per listing). A missing key counts as unknown."""
+    config = config or FeatureConfig()
+    reference = config.reference_date
+    numbers = np.empty((len(listings), 7), dtype="float64")
+    categories = []
+    for row, listing in enumerate(listings):
+        bed, bath, house_size, acre_lot = (_number_value(listing.get(name)) for name in _FACTS)
+        house_size = house_size if house_size > 0 else math.nan  # as in CLEAN: 0 = unknown
+        acre_lot = acre_lot if acre_lot > 0 else math.nan
+        facts = (bed, bath, house_size, acre_lot)
+        sold = _date_value(listing.get("prev_sold_date"))
+        zip_code = _zip_value(listing.get("zip_code"))
+        state = _text_value(listing.get("state"))
+        state = _STATE_BY_KEY.get(state.lower(), state) if state is not None else None
+        city = _text_value(listing.get("city"))
+        status = _text_value(listing.get("status"))
+        numbers[row] = (
+            bed,
+            bath,
+            house_size,
+            acre_lot,
+            (reference - sold).days / 365.25 if sold is not None else math.nan,
+            float(zip_code) if zip_code is not None else math.nan,
+            float(sum(math.isnan(fact) for fact in facts)),
+        )
+        categories.append(
+            (
+                status.lower() if status is not None else MISSING,
+                state if state is not None else MISSING,
+                f"{state or MISSING}|{city}" if city is not None else MISSING,
+                zip_code or MISSING,
+                zip_code[:3] if zip_code is not None else MISSING,
+                _id_value(listing.get("brokered_by")) or MISSING,
+            )
+        )
+    # Logarithms of whole columns with numpy's ufuncs, as prepare_features takes them.
+    numbers[:, 2] = np.log(numbers[:, 2])
+    numbers[:, 3] = np.log1p(numbers[:, 3])
+    return numbers.astype("float32"), categories
+
+
+def feature_frame(numbers: np.ndarray, categories: list[tuple[str, ...]]) -> pd.DataFrame:
+    """``feature_rows``'s output as the frame ``prepare_features`` returns."""
+    frame = pd.DataFrame(numbers, columns=list(NUMERIC_FEATURES))
+    for position, name in enumerate(CATEGORICAL_FEATURES):
+        frame[name] = pd.Series([row[position] for row in categories], dtype=object)
+    return frame
+
+
 class LocationEncoder(TransformerMixin, BaseEstimator):
     """Adds the location's price level to a feature frame: smoothed target encoding.
 
@@ -247,6 +373,33 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
             price = (found["price_sum"].to_numpy() + m * price) / (rows + m)
             ppsf = (found["ppsf_sum"].to_numpy() + m * ppsf) / (found["ppsf_count"].to_numpy() + m)
         return np.column_stack([price, ppsf, rows]).astype("float32")
+
+    def encode_rows(self, categories: list[tuple[str, ...]]) -> np.ndarray:
+        """``transform``'s added columns (float32, one row per listing) for ``feature_rows``'s
+        categorical tuples: the same arithmetic, with dict look-ups instead of frames."""
+        lookups = self._lookups()
+        positions = [CATEGORICAL_FEATURES.index(level) for level in self.levels]
+        means = self.tables_["means"]
+        m = self.smoothing
+        encoded = np.empty((len(categories), len(self.ADDED_COLUMNS)), dtype="float32")
+        for row, values in enumerate(categories):
+            price, ppsf, rows = means["price"], means["ppsf"], 0.0
+            for lookup, position in zip(lookups, positions, strict=True):
+                price_sum, rows, ppsf_sum, ppsf_count = lookup.get(values[position], _UNSEEN)
+                price = (price_sum + m * price) / (rows + m)
+                ppsf = (ppsf_sum + m * ppsf) / (ppsf_count + m)
+            encoded[row] = (price, ppsf, rows)
+        return encoded
+
+    def _lookups(self) -> list[dict[str, tuple[float, float, float, float]]]:
+        """Per level: value → (price_sum, price_count, ppsf_sum, ppsf_count); built once."""
+        if getattr(self, "lookups_", None) is None:
+            columns = ["price_sum", "price_count", "ppsf_sum", "ppsf_count"]
+            self.lookups_ = [
+                dict(zip(table.index, map(tuple, table[columns].to_numpy().tolist()), strict=True))
+                for table in (self.tables_["levels"][level] for level in self.levels)
+            ]
+        return self.lookups_
 
     def _with(self, X: pd.DataFrame, encoded: np.ndarray) -> pd.DataFrame:
         added = pd.DataFrame(encoded, index=X.index, columns=list(self.ADDED_COLUMNS))

@@ -28,6 +28,8 @@ from realty.features import (
     INPUT_FIELDS,
     REQUIRED_FIELDS,
     FeatureConfig,
+    feature_frame,
+    feature_rows,
     prepare_features,
 )
 
@@ -63,6 +65,28 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         if frame.empty:
             return np.empty(0, dtype="float64")
         return np.asarray(self.estimator.predict(self.features(frame)), dtype="float64")
+
+    def predict_rows(self, listings: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Prices in US dollars of ``listings`` given as dicts of listing fields: the numbers
+        ``predict`` gives for them, without pandas where the estimator allows it (serving's
+        hot path). A ``LocationEncoder`` + CatBoost pipeline gets plain rows; any other
+        estimator the feature frame, built from the rows rather than by ``prepare_features``."""
+        if not listings:
+            return np.empty(0, dtype="float64")
+        numbers, categories = feature_rows(listings, self.config)
+        steps = getattr(self.estimator, "named_steps", {})
+        if list(steps) == ["location", "catboost"]:
+            encoded = steps["location"].encode_rows(categories)
+            rows = [
+                [*number, *category, *location]
+                for number, category, location in zip(
+                    numbers.tolist(), categories, encoded.tolist(), strict=True
+                )
+            ]
+            log_price = steps["catboost"].predict(rows, thread_count=1)
+        else:
+            log_price = self.estimator.predict(feature_frame(numbers, categories))
+        return np.exp(np.asarray(log_price, dtype="float64"))
 
     def predict(
         self,

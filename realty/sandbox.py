@@ -26,6 +26,7 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "mlflow_port": free_port(),
         "dagster_port": free_port(),
         "source_port": free_port(),
+        "serving_port": free_port(),
     }
     return Settings(home=home, **{**ports, **overrides})
 

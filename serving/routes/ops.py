@@ -1,12 +1,77 @@
-"""Operations: health, Prometheus metrics, loaded models, admin reload."""
+"""Operations: health, Prometheus metrics, the loaded model versions, the admin reload."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import secrets
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from realty.settings import Settings
+from serving import deps
+from serving.model_holder import ModelHolder
+from serving.schemas import HealthResponse, ModelsResponse, ReloadResponse
 
 router = APIRouter(tags=["ops"])
+bearer = HTTPBearer(auto_error=False, description="REALTY_SERVING_ADMIN_TOKEN")
 
 
 @router.get("/health")
-def health() -> dict:
-    return {"status": "ok"}
+def health(holder: ModelHolder = Depends(deps.model_holder)) -> HealthResponse:
+    """``ok``, or ``degraded`` with the reason (registry unreachable, a model not loaded, a
+    version refused); always 200 while the process answers. Per model: its status."""
+    models = {name: slot.status() for name, slot in holder.slots.items()}
+    reasons = [f"{name}: {m['reason']}" for name, m in models.items() if m["status"] != "ok"]
+    return HealthResponse(
+        status="degraded" if reasons else "ok", reason="; ".join(reasons) or None, models=models
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text format: requests and latency per route and model version, the
+    inference log's queue and rows, model reloads."""
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+def models(holder: ModelHolder = Depends(deps.model_holder)) -> ModelsResponse:
+    """The versions loaded now, and each model's last reload attempt and last failure."""
+    return ModelsResponse(
+        models=[
+            {
+                "name": name,
+                "loaded": slot.current.describe() if slot.current else None,
+                "last_attempt": slot.last_attempt.describe() if slot.last_attempt else None,
+                "last_failure": slot.last_failure.describe() if slot.last_failure else None,
+            }
+            for name, slot in holder.slots.items()
+        ],
+        poll_interval_s=holder.poll_interval_s,
+    )
+
+
+@router.post(
+    "/v1/admin/reload",
+    responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Disabled"}},
+)
+async def reload(
+    holder: ModelHolder = Depends(deps.model_holder),
+    settings: Settings = Depends(deps.settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> ReloadResponse:
+    """Check the aliases now and load what changed (a version that failed before is retried).
+    Needs ``Authorization: Bearer $REALTY_SERVING_ADMIN_TOKEN``."""
+    token = settings.serving_admin_token
+    if not token:
+        raise HTTPException(403, "admin reload is disabled: set REALTY_SERVING_ADMIN_TOKEN")
+    if credentials is None or not secrets.compare_digest(credentials.credentials, token):
+        raise HTTPException(
+            401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    attempts = await run_in_threadpool(holder.reload_all, True)
+    return ReloadResponse(attempts={name: a.describe() for name, a in attempts.items()})

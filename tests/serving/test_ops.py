@@ -1,10 +1,167 @@
-"""Operations routes of the serving API, against real uvicorn, MLflow and PostgreSQL."""
+"""Operations routes of the serving API, against real uvicorn, MLflow and PostgreSQL: health,
+metrics, loaded models, the admin reload, no production version, the registry going away."""
 
 from __future__ import annotations
 
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
 import httpx
+import pytest
+
+from realty.sandbox import free_port
+from serving.sandbox import ServingProcess
+from serving.schemas import EXAMPLE_LISTING
+from tests.serving.test_digits_routes import DIGIT_EIGHT
+
+TOKEN = "test-admin-token"
 
 
-def test_health_answers(serving_server) -> None:
-    response = httpx.get(f"{serving_server.url}/health")
-    assert response.status_code == 200
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to ``target_port`` until ``close()``: a registry that can be
+    made unreachable without stopping the session's MLflow server."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_health_models_and_metrics_of_a_healthy_service(serving_server, production_models):
+    health = httpx.get(f"{serving_server.url}/health").json()
+    assert health["status"] == "ok", health
+    assert health["models"]["realty-price"] == {
+        "status": "ok",
+        "version": production_models.price_version,
+        "reason": None,
+    }
+    assert health["models"]["digits"]["version"] == production_models.digits_version
+
+    models = {m["name"]: m for m in httpx.get(f"{serving_server.url}/v1/models").json()["models"]}
+    price = models["realty-price"]
+    assert price["loaded"]["version"] == production_models.price_version
+    assert price["loaded"]["alias"] == "production"
+    assert len(price["loaded"]["run_id"]) == 32
+    assert price["last_attempt"]["outcome"] in ("loaded", "unchanged")
+
+    for _ in range(3):
+        httpx.post(f"{serving_server.url}/v1/price/predict", json={"listings": [EXAMPLE_LISTING]})
+    httpx.post(f"{serving_server.url}/v1/price/predict", json={"listings": []})
+    metrics = httpx.get(f"{serving_server.url}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    version = production_models.price_version
+    lines = metrics.text.splitlines()
+    ok = (
+        f'realty_requests_total{{method="POST",model_version="{version}",'
+        f'route="/v1/price/predict",status="200"}}'
+    )
+    assert any(line.startswith(ok) and float(line.split()[-1]) >= 3 for line in lines)
+    assert any('route="/v1/price/predict",status="422"' in line for line in lines)
+    assert any(
+        line.startswith("realty_request_seconds_bucket") and f'model_version="{version}"' in line
+        for line in lines
+    )
+    for name in ("queue_depth", "rows_written_total", "rows_spooled_total", "rows_dropped_total"):
+        assert any(line.startswith(f"realty_inference_log_{name} ") for line in lines), name
+    assert f'realty_model_loaded{{model="realty-price",version="{version}"}} 1.0' in lines
+
+
+def test_the_admin_reload_needs_the_token(serving_server) -> None:
+    # The session server has no token configured: the route is disabled.
+    response = httpx.post(f"{serving_server.url}/v1/admin/reload")
+    assert response.status_code == 403
+    assert "REALTY_SERVING_ADMIN_TOKEN" in response.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def proxied_server(production_models) -> Iterator[tuple[ServingProcess, TcpProxy]]:
+    """A server that reaches the registry through a proxy the test can cut; admin token set."""
+    settings = production_models.settings
+    proxy = TcpProxy(settings.mlflow_port)
+    server = ServingProcess(
+        settings.model_copy(update={"mlflow_port": proxy.port}),
+        REALTY_SERVING_ADMIN_TOKEN=TOKEN,
+        REALTY_SERVING_POLL_INTERVAL_S="0.5",
+    )
+    with server:
+        yield server, proxy
+    proxy.close()
+
+
+def test_registry_down_keeps_the_loaded_version_and_says_degraded(
+    proxied_server, production_models
+) -> None:
+    server, proxy = proxied_server
+    url = server.url
+    assert httpx.post(f"{url}/v1/admin/reload").status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.post(f"{url}/v1/admin/reload", headers=wrong).status_code == 401
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    reloaded = httpx.post(f"{url}/v1/admin/reload", headers=right, timeout=60)
+    assert reloaded.status_code == 200
+    assert reloaded.json()["attempts"]["realty-price"]["outcome"] == "unchanged"
+
+    proxy.close()
+    deadline = time.monotonic() + 30
+    while (health := httpx.get(f"{url}/health").json())["status"] == "ok":
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    assert "registry unreachable" in health["reason"]
+    assert health["models"]["realty-price"]["version"] == production_models.price_version
+    answer = httpx.post(f"{url}/v1/price/predict", json={"listings": [EXAMPLE_LISTING]})
+    assert answer.status_code == 200
+    assert answer.headers["X-Model-Version"] == production_models.price_version
+    models = httpx.get(f"{url}/v1/models").json()["models"]
+    assert {m["last_attempt"]["outcome"] for m in models} == {"registry error"}
+
+
+def test_without_a_production_version_only_the_price_routes_answer_503(production_models):
+    settings = production_models.settings.model_copy(
+        update={"price_model_name": "never-registered"}
+    )
+    with ServingProcess(settings) as server:
+        response = httpx.post(
+            f"{server.url}/v1/price/predict", json={"listings": [EXAMPLE_LISTING]}
+        )
+        assert response.status_code == 503
+        assert "no production version of 'never-registered'" in response.json()["detail"]
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["status"] == "degraded"
+        assert health["models"]["never-registered"]["status"] == "unavailable"
+        assert health["models"]["digits"]["status"] == "ok"
+        image = base64.b64encode(DIGIT_EIGHT.read_bytes()).decode()
+        digit = httpx.post(
+            f"{server.url}/v1/digits/predict", json={"request_id": "1", "image": image}
+        )
+        assert digit.json()["prediction"] == 8

@@ -1,0 +1,232 @@
+"""The models the service answers with, reloaded from the registry without a restart.
+
+A ``ModelSlot`` holds one registered model's ``production`` version. ``reload`` (run off the
+request path: by the poller thread or the admin route) asks the registry which version the
+alias points at; when it is another version than the one loaded, it loads it, runs a smoke
+prediction and only then swaps it in, by replacing one reference. A request reads that
+reference once and uses the object it got until it has answered, so requests in flight finish
+on the old version and no request sees a half-loaded model. A version that fails to load or its
+smoke prediction is not swapped in; it is remembered (``/v1/models``, ``/health``) and not
+retried by the poller until the alias moves (the admin route retries it). When the registry
+cannot be reached the loaded version keeps serving and the slot reports ``registry_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from realty.registry import PRODUCTION, version_by_alias
+
+log = logging.getLogger(__name__)
+
+# A listing every price model must price (finite, positive) and price the same way on the fast
+# path and through ``PriceModel.predict`` before it serves traffic.
+SMOKE_LISTINGS = (
+    {
+        "brokered_by": 22611.0,
+        "status": "for_sale",
+        "bed": 3.0,
+        "bath": 2.0,
+        "acre_lot": 0.25,
+        "street": 1.0,
+        "city": "Boston",
+        "state": "Massachusetts",
+        "zip_code": "02134",
+        "house_size": 1500.0,
+        "prev_sold_date": "2015-06-01",
+    },
+    {"status": "sold", "city": None, "state": None},
+)
+
+
+class SmokeTestError(RuntimeError):
+    """A loaded version answered its smoke prediction wrongly."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    alias: str
+    loaded_at: datetime
+    run_id: str | None
+    model: Any
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "loaded_at": self.loaded_at,
+            "run_id": self.run_id,
+        }
+
+
+@dataclass(frozen=True)
+class ReloadAttempt:
+    at: datetime
+    outcome: str  # loaded | unchanged | failed | skipped | no production version | registry error
+    version: str | None
+    message: str
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_price_model(name: str, version: str) -> Any:
+    """The fitted ``realty.price_model.PriceModel`` of a version, out of its pyfunc wrapper."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    model.predict_rows(SMOKE_LISTINGS)  # builds the fast path's look-up tables before serving
+    return model
+
+
+def smoke_price_model(model: Any) -> None:
+    import pandas as pd
+
+    fast = model.predict_rows(SMOKE_LISTINGS)
+    slow = model.predict(None, pd.DataFrame(list(SMOKE_LISTINGS)))
+    if not (np.all(np.isfinite(fast)) and np.all(fast > 0)):
+        raise SmokeTestError(f"the smoke listings were priced {fast.tolist()}")
+    if not np.allclose(fast, slow, rtol=1e-9, atol=0):
+        raise SmokeTestError(f"fast path {fast.tolist()} differs from pyfunc {slow.tolist()}")
+
+
+def load_digits_model(name: str, version: str) -> Any:
+    return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+
+def smoke_digits_model(model: Any) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    predicted = model.predict(digits.data[:20])
+    if (predicted == digits.target[:20]).mean() < 0.9:
+        raise SmokeTestError(f"digits model got {predicted.tolist()} for {digits.target[:20]}")
+
+
+class ModelSlot:
+    """The loaded ``production`` version of one registered model, and how reloading went."""
+
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[str, str], Any],
+        smoke: Callable[[Any], None],
+    ) -> None:
+        self.name = name
+        self._load = load
+        self._smoke = smoke
+        self.current: LoadedModel | None = None  # replaced, never mutated: the atomic swap
+        self.last_attempt: ReloadAttempt | None = None
+        self.last_failure: ReloadAttempt | None = None
+        self.registry_error: str | None = None
+        self.reloads = {"loaded": 0, "failed": 0}
+        self._failed_versions: set[str] = set()
+        self._reloading = threading.Lock()  # one reload of a slot at a time
+
+    def reload(self, client: MlflowClient, retry_failed: bool = False) -> ReloadAttempt:
+        """Load the alias's version if it is new (see the module docstring)."""
+        with self._reloading:
+            attempt = self._reload(client, retry_failed)
+        self.last_attempt = attempt
+        if attempt.outcome == "failed":
+            self.last_failure = attempt
+        return attempt
+
+    def _reload(self, client: MlflowClient, retry_failed: bool) -> ReloadAttempt:
+        try:
+            target = version_by_alias(client, self.name, PRODUCTION)
+        except Exception as error:  # the registry is down, slow or answering garbage
+            self.registry_error = f"{type(error).__name__}: {error}"[:500]
+            log.warning("%s: registry unreachable: %s", self.name, self.registry_error)
+            return self._attempt("registry error", None, self.registry_error)
+        self.registry_error = None
+        if target is None:
+            return self._attempt("no production version", None, "no version has the alias")
+        version = str(target.version)
+        if self.current is not None and self.current.version == version:
+            return self._attempt("unchanged", version, f"v{version} is loaded")
+        if version in self._failed_versions and not retry_failed:
+            return self._attempt("skipped", version, f"v{version} failed before; not retried")
+        try:
+            model = self._load(self.name, version)
+            self._smoke(model)
+        except Exception as error:
+            self._failed_versions.add(version)
+            self.reloads["failed"] += 1
+            message = f"v{version} not swapped in: {type(error).__name__}: {error}"[:1000]
+            log.error("%s: %s", self.name, message)
+            return self._attempt("failed", version, message)
+        self._failed_versions.discard(version)
+        before = self.current.version if self.current else None
+        self.current = LoadedModel(
+            self.name, version, PRODUCTION, datetime.now(UTC), target.run_id, model
+        )
+        self.reloads["loaded"] += 1
+        log.info("%s: now serving v%s (was %s)", self.name, version, before)
+        return self._attempt("loaded", version, f"v{version} loaded (was {before})")
+
+    @staticmethod
+    def _attempt(outcome: str, version: str | None, message: str) -> ReloadAttempt:
+        return ReloadAttempt(datetime.now(UTC), outcome, version, message)
+
+    def status(self) -> dict[str, Any]:
+        """``ok`` serving its alias's version; else ``degraded`` / ``unavailable`` + reason."""
+        if self.current is None:
+            reason = self.last_attempt.message if self.last_attempt else "not loaded yet"
+            return {"status": "unavailable", "version": None, "reason": reason}
+        problems = []
+        if self.registry_error:
+            problems.append(f"registry unreachable ({self.registry_error}); serving the loaded")
+        if self.last_attempt and self.last_attempt.outcome in ("failed", "skipped"):
+            problems.append(self.last_attempt.message)
+        return {
+            "status": "degraded" if problems else "ok",
+            "version": self.current.version,
+            "reason": "; ".join(problems) or None,
+        }
+
+
+class ModelHolder:
+    """Every slot the service serves, and the poller that keeps them on their aliases."""
+
+    def __init__(self, tracking_uri: str, slots: list[ModelSlot], poll_interval_s: float):
+        self.tracking_uri = tracking_uri
+        self.slots = {slot.name: slot for slot in slots}
+        self.poll_interval_s = poll_interval_s
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def reload_all(self, retry_failed: bool = False) -> dict[str, ReloadAttempt]:
+        client = self.client()
+        return {name: slot.reload(client, retry_failed) for name, slot in self.slots.items()}
+
+    def start(self) -> None:
+        """Load what the aliases point at now, then poll them in a daemon thread."""
+        self.reload_all()
+        self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                self.reload_all()
+            except Exception:  # never let the poller die: the next tick tries again
+                log.exception("polling the model aliases failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)

@@ -1,0 +1,107 @@
+"""House prices: ``POST /v1/price/predict`` (1 to 1,000 listings) and ``POST /v1/price/explain``."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from realty.settings import Settings
+from serving import deps
+from serving.schemas import ExplainRequest, ExplainResponse, PriceRequest, PriceResponse
+
+router = APIRouter(prefix="/v1/price", tags=["price"])
+
+NO_MODEL = {503: {"description": "No production version of the price model is loaded"}}
+
+
+@router.post(
+    "/predict",
+    response_model=PriceResponse,
+    responses={200: {"headers": {"X-Model-Version": {"schema": {"type": "string"}}}}, **NO_MODEL},
+)
+async def predict_price(
+    body: PriceRequest, request: Request, settings: Settings = Depends(deps.settings)
+) -> JSONResponse:
+    """Price each listing with the production version of the price model (named in the answer
+    and in the ``X-Model-Version`` header)."""
+    started = time.perf_counter()
+    loaded = deps.serving_model(request, settings.price_model_name)
+    listings = [listing.fields() for listing in body.listings]
+    prices = loaded.model.predict_rows(listings).tolist()
+    request_id = uuid.uuid4().hex
+    latency_ms = (time.perf_counter() - started) * 1000
+    request.app.state.inference_log.submit(
+        [
+            deps.record(request_id, "/v1/price/predict", loaded, latency_ms, item, listing, price)
+            for item, (listing, price) in enumerate(zip(listings, prices, strict=True))
+        ]
+    )
+    # Built by hand, not validated back through PriceResponse: this is the hot path.
+    content = {
+        "request_id": request_id,
+        "model": {"name": loaded.name, "version": loaded.version},
+        "predictions": [{"price": price} for price in prices],
+    }
+    return JSONResponse(content, headers={"X-Model-Version": loaded.version})
+
+
+@router.post("/explain", responses={**NO_MODEL, 422: {"description": "Invalid listing"}})
+def explain_price(
+    body: ExplainRequest, request: Request, settings: Settings = Depends(deps.settings)
+) -> ExplainResponse:
+    """The listing's price and each feature's SHAP contribution to its log price, from the same
+    version that prices it (exact TreeSHAP; base value + contributions = log price)."""
+    started = time.perf_counter()
+    loaded = deps.serving_model(request, settings.price_model_name)
+    model = loaded.model
+    listing = body.listing.fields()
+    price = float(model.predict_rows([listing])[0])
+    from realty.explain import explain  # numba, shap and matplotlib: loaded on first use
+
+    try:
+        shap = explain(model.estimator, model.features(pd.DataFrame([listing])), sample_size=1)
+    except (ValueError, RuntimeError) as error:  # e.g. the median baseline has no trees
+        raise HTTPException(
+            409, f"version {loaded.version} ({model.name}) cannot be explained: {error}"
+        ) from error
+    contributions = sorted(
+        (
+            {"feature": name, "value": _plain(shap.sample.iloc[0][name]), "shap": float(value)}
+            for name, value in zip(shap.feature_names, shap.values[0], strict=True)
+        ),
+        key=lambda item: -abs(item["shap"]),
+    )
+    request_id = uuid.uuid4().hex
+    latency_ms = (time.perf_counter() - started) * 1000
+    details = {"explained": True}
+    request.app.state.inference_log.submit(
+        [
+            deps.record(
+                request_id, "/v1/price/explain", loaded, latency_ms, 0, listing, price, details
+            )
+        ]
+    )
+    return ExplainResponse(
+        request_id=request_id,
+        model={"name": loaded.name, "version": loaded.version},
+        price=price,
+        base_value=shap.base_value,
+        log_price=shap.base_value + float(shap.values[0].sum()),
+        contributions=contributions,
+    )
+
+
+def _plain(value: object) -> str | float | None:
+    """A feature value as JSON: text, a finite number or null."""
+    if isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None

@@ -1,0 +1,184 @@
+"""Request and response bodies of the price, digits and ops routes (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from realty.cleaning import CleaningRules
+
+_RULES = CleaningRules()  # the ranges CLEAN accepts are the ranges a listing may have here
+
+EXAMPLE_LISTING = {
+    "brokered_by": 22611,
+    "status": "for_sale",
+    "bed": 3,
+    "bath": 2,
+    "acre_lot": 0.25,
+    "street": 1758218,
+    "city": "Boston",
+    "state": "Massachusetts",
+    "zip_code": "02134",
+    "house_size": 1500,
+    "prev_sold_date": "2015-06-01",
+}
+
+Rooms = Annotated[float | None, Field(ge=0, le=_RULES.max_rooms)]
+
+
+class Listing(BaseModel):
+    """A listing's fields as the data API delivers them (the price is what is predicted).
+
+    ``status`` must be one of the known values; every other field may be null or left out.
+    A state or city the model has never seen is allowed: it falls back to coarser places."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_LISTING]})
+
+    brokered_by: float | None = Field(None, ge=0, description="Broker id")
+    status: Literal["for_sale", "sold", "ready_to_build"]
+    bed: Rooms = None
+    bath: Rooms = None
+    acre_lot: float | None = Field(None, ge=0, le=_RULES.max_acre_lot)
+    street: float | None = Field(None, ge=0, description="Street id (anonymised)")
+    city: str | None = Field(None, max_length=100)
+    state: str | None = Field(None, max_length=60, description="Full name, e.g. New York")
+    zip_code: str | float | None = Field(
+        None, description="5-digit zip code; a number (601.0) counts as 00601"
+    )
+    house_size: float | None = Field(None, ge=0, le=_RULES.max_house_size, description="sq ft")
+    prev_sold_date: date | None = Field(None, ge=_RULES.min_sold_date)
+    price: float | None = Field(
+        None, ge=0, description="Ignored (a delivered row may carry it); it is what is predicted"
+    )
+
+    def fields(self) -> dict[str, Any]:
+        """The listing as the model and the inference log take it (dates as YYYY-MM-DD)."""
+        values = self.model_dump(exclude={"price"})
+        if self.prev_sold_date is not None:
+            values["prev_sold_date"] = self.prev_sold_date.isoformat()
+        return values
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["realty-price"])
+    version: str = Field(examples=["3"])
+
+
+class PriceRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"listings": [EXAMPLE_LISTING]}]})
+
+    listings: list[Listing] = Field(min_length=1, max_length=1000)
+
+
+class PricePrediction(BaseModel):
+    price: float = Field(description="Predicted price in US dollars", examples=[612345.0])
+
+
+class PriceResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    predictions: list[PricePrediction]
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"listing": EXAMPLE_LISTING}]})
+
+    listing: Listing
+
+
+class Contribution(BaseModel):
+    feature: str = Field(examples=["log_house_size"])
+    value: str | float | None = Field(description="The feature's value for this listing")
+    shap: float = Field(description="Contribution to the log price (0.1 is about +10.5 %)")
+
+
+class ExplainResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    price: float = Field(description="Predicted price in US dollars")
+    base_value: float = Field(description="The model's average log price")
+    log_price: float = Field(description="base_value + the sum of the contributions")
+    contributions: list[Contribution] = Field(description="Largest |shap| first")
+
+
+class DigitsRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"request_id": "req-1", "image": "iVBORw0KGgo..."}]}
+    )
+
+    request_id: str = Field(max_length=200)
+    image: str = Field(
+        min_length=1, description="Base64 of an image file, a .npy array or 64 values"
+    )
+
+
+class DigitsResponse(BaseModel):
+    request_id: str
+    prediction: int = Field(ge=0, le=9)
+    model: ModelRef
+
+
+class CompatDigitsRequest(BaseModel):
+    """The course clients' body: every field optional so that a missing one gets their 400."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"request_id": "1", "model": "digits", "image": "iVBORw0KGgo..."}]
+        }
+    )
+
+    request_id: str | int | None = None
+    model: str | None = Field(None, description="digits (or the legacy name clf.pickle)")
+    image: str | None = None
+
+
+class CompatDigitsResponse(BaseModel):
+    request_id: str | int | None
+    prediction: int
+
+
+class LoadedModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    loaded_at: datetime
+    run_id: str | None
+
+
+class ReloadAttemptInfo(BaseModel):
+    at: datetime
+    outcome: Literal[
+        "loaded", "unchanged", "failed", "skipped", "no production version", "registry error"
+    ]
+    version: str | None
+    message: str
+
+
+class ModelSlotInfo(BaseModel):
+    name: str
+    loaded: LoadedModelInfo | None
+    last_attempt: ReloadAttemptInfo | None
+    last_failure: ReloadAttemptInfo | None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelSlotInfo]
+    poll_interval_s: float
+
+
+class ModelHealth(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    version: str | None
+    reason: str | None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    reason: str | None = None
+    models: dict[str, ModelHealth]
+
+
+class ReloadResponse(BaseModel):
+    attempts: dict[str, ReloadAttemptInfo]

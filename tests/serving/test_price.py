@@ -1,0 +1,124 @@
+"""Price routes against real uvicorn and the real registry; the fast path equals the pyfunc."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from realty.price_model import client_example
+from serving.sandbox import real_clean_listings
+from serving.schemas import EXAMPLE_LISTING, Listing
+
+CANDIDATES = ("catboost", "hist_gradient_boosting", "baseline_median")
+
+
+@pytest.fixture(scope="module")
+def client_listings() -> list[dict]:
+    """5,000 real listings (beyond the 3,000 the models trained on) as a client sends them,
+    after the route's validation."""
+    rows = client_example(real_clean_listings(8_000).iloc[3_000:])
+    return [Listing(**row).fields() for row in rows.to_dict("records")]
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES)
+def test_the_fast_path_prices_exactly_as_the_pyfunc_model(
+    production_models, client_listings, candidate
+) -> None:
+    """Every candidate kind the loop can promote, loaded from MLflow as serving loads it."""
+    settings = production_models.settings
+    runs = mlflow.search_runs(
+        experiment_names=[settings.price_model_name],
+        filter_string=f"tags.candidate = '{candidate}'",
+        output_format="list",
+    )
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
+    through_pyfunc = pyfunc.predict(pd.DataFrame(client_listings))
+    fast = pyfunc.unwrap_python_model().predict_rows(client_listings)
+    assert len(fast) == len(client_listings)
+    np.testing.assert_allclose(fast, through_pyfunc, rtol=1e-9, atol=0)
+    one_by_one = [pyfunc.unwrap_python_model().predict_rows([x])[0] for x in client_listings[:50]]
+    np.testing.assert_allclose(one_by_one, through_pyfunc[:50], rtol=1e-9, atol=0)
+
+
+def test_predict_names_the_version_and_matches_the_registered_model(
+    serving_server, production_models, client_listings
+) -> None:
+    listings = client_listings[:3]
+    response = httpx.post(f"{serving_server.url}/v1/price/predict", json={"listings": listings})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    version = production_models.price_version
+    assert body["model"] == {"name": "realty-price", "version": version}
+    assert response.headers["X-Model-Version"] == version
+    assert len(body["request_id"]) == 32
+    expected = mlflow.pyfunc.load_model(f"models:/realty-price/{version}").predict(
+        pd.DataFrame(listings)
+    )
+    prices = [p["price"] for p in body["predictions"]]
+    np.testing.assert_allclose(prices, expected, rtol=1e-9)
+
+
+def test_unknown_places_and_missing_fields_still_get_a_price(serving_server) -> None:
+    listings = [
+        {"status": "sold", "city": "Atlantis", "state": "Nowhere", "zip_code": 99999},
+        {"status": "ready_to_build"},
+        {**EXAMPLE_LISTING, "zip_code": 2134.0, "brokered_by": "22611", "bed": "3"},
+    ]
+    response = httpx.post(f"{serving_server.url}/v1/price/predict", json={"listings": listings})
+    assert response.status_code == 200, response.text
+    prices = [p["price"] for p in response.json()["predictions"]]
+    assert all(math.isfinite(p) and p > 0 for p in prices)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"listings": []}, "at least 1"),
+        ({"listings": [EXAMPLE_LISTING] * 1001}, "at most 1000"),
+        ({"listings": [{**EXAMPLE_LISTING, "status": "rented"}]}, "for_sale"),
+        ({"listings": [{**EXAMPLE_LISTING, "bed": -1}]}, "greater than or equal to 0"),
+        ({"listings": [{**EXAMPLE_LISTING, "bed": "three"}]}, "valid number"),
+        ({"listings": [{**EXAMPLE_LISTING, "house_size": 1e9}]}, "less than or equal"),
+        ({"listings": [{**EXAMPLE_LISTING, "prev_sold_date": "yesterday"}]}, "date"),
+        ({"listings": [{**EXAMPLE_LISTING, "colour": "blue"}]}, "Extra inputs"),
+        ({"listings": [{"city": "Boston"}]}, "Field required"),
+        ({"listing": EXAMPLE_LISTING}, "Field required"),
+    ],
+)
+def test_bad_listings_are_422_with_the_reason(serving_server, body, fragment) -> None:
+    response = httpx.post(f"{serving_server.url}/v1/price/predict", json=body)
+    assert response.status_code == 422
+    assert fragment in response.text
+
+
+def test_not_json_is_a_4xx(serving_server) -> None:
+    response = httpx.post(
+        f"{serving_server.url}/v1/price/predict",
+        content=b"listings=1",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "JSON" in response.text
+
+
+def test_explain_adds_up_to_the_price_of_the_same_version(
+    serving_server, production_models
+) -> None:
+    response = httpx.post(
+        f"{serving_server.url}/v1/price/explain", json={"listing": EXAMPLE_LISTING}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["version"] == production_models.price_version
+    shap = [c["shap"] for c in body["contributions"]]
+    assert abs(shap[0]) == max(abs(s) for s in shap)
+    assert body["log_price"] == pytest.approx(body["base_value"] + sum(shap), abs=1e-9)
+    assert math.log(body["price"]) == pytest.approx(body["log_price"], abs=1e-4)
+    features = {c["feature"]: c["value"] for c in body["contributions"]}
+    assert features["state"] == "Massachusetts"
+    assert features["zip_code"] == "02134"
