@@ -140,6 +140,20 @@ class Settings(BaseSettings):
         None, description="Where the spool files live; unset = $REALTY_HOME/spool"
     )
 
+    # Shipping (docs/deploy.md): services on other hosts (compose, Kubernetes) and the S3
+    # switch. S3 credentials and region are the standard AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION variables, never settings.
+    mlflow_tracking_uri: str | None = Field(
+        None, description="URL of an external MLflow server; unset = the embedded one"
+    )
+    s3_bucket: str | None = Field(
+        None,
+        description="Bucket for MLflow artifacts and Dagster compute logs; unset = local folders",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); unset = AWS itself"
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:
@@ -172,8 +186,16 @@ class Settings(BaseSettings):
         return f"{self.server_url}/{database}"
 
     @property
+    def mlflow_artifacts_destination(self) -> str:
+        """Where the MLflow server stores artifacts: the bucket when one is set."""
+        if self.s3_bucket:
+            return f"s3://{self.s3_bucket}/mlflow"
+        return str(self.mlflow_artifacts_dir)
+
+    @property
     def mlflow_url(self) -> str:
-        return f"http://{self.host}:{self.mlflow_port}"
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
 
     @property
     def dagster_url(self) -> str:

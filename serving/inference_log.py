@@ -98,7 +98,7 @@ def _row(record: InferenceRecord) -> tuple[object, ...]:
 def to_spool_line(record: InferenceRecord) -> str:
     values = {name: getattr(record, name) for name in COLUMNS}
     values["logged_at"] = record.logged_at.isoformat()
-    return json.dumps(values, default=str) + "\n"
+    return _encode_json(values) + "\n"
 
 
 def from_spool_line(line: str) -> InferenceRecord:
