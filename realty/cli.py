@@ -188,6 +188,16 @@ def ui(port: Annotated[int | None, typer.Option(help="Port to listen on")] = Non
 
 
 @app.command()
+def migrate() -> None:
+    """Create the platform's databases on REALTY_PG_URL if missing and apply their DDL (what
+    `realty up` does at start; compose and Kubernetes run it before the services)."""
+    from realty.db import ensure_databases
+
+    created = ensure_databases(get_settings())
+    console.print(f"databases ready (created: {', '.join(created) or 'none'})")
+
+
+@app.command()
 def status() -> None:
     """Which services are up, where their UIs are, and what has been ingested."""
     from realty.status import ingestion_summary, service_statuses

@@ -196,7 +196,6 @@ class Settings(BaseSettings):
     def mlflow_url(self) -> str:
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
 
-
     @property
     def dagster_url(self) -> str:
         return f"http://{self.host}:{self.dagster_port}"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import yaml
 
 from realty import postgres
 from realty.db import ensure_databases
@@ -79,7 +80,7 @@ def dagster_daemon_ready(settings: Settings) -> bool:
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment every child gets: ours plus the derived locations they must agree on."""
-    return {
+    env = {
         **os.environ,
         "REALTY_HOME": str(settings.home),
         "DAGSTER_HOME": str(settings.dagster_home),
@@ -89,11 +90,32 @@ def service_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.s3_endpoint_url:
+        # Where MLflow's S3 artifact store (boto3) sends its requests: MinIO or moto, not AWS.
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env
+
+
+def s3_compute_logs(settings: Settings) -> dict[str, object]:
+    """dagster-aws's compute log manager: run logs go to the bucket instead of DAGSTER_HOME."""
+    config: dict[str, object] = {"bucket": settings.s3_bucket, "prefix": "dagster/compute-logs"}
+    if settings.s3_endpoint_url:
+        config["endpoint_url"] = settings.s3_endpoint_url
+    return {
+        "module": "dagster_aws.s3.compute_log_manager",
+        "class": "S3ComputeLogManager",
+        "config": config,
+    }
 
 
 def prepare_dagster_home(settings: Settings) -> None:
+    """DAGSTER_HOME/dagster.yaml: the repository's, plus S3 compute logs with the S3 switch."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
+    instance_yaml = (REPO_ROOT / "dagster.yaml").read_text()
+    if settings.s3_bucket:
+        compute_logs = yaml.safe_dump({"compute_logs": s3_compute_logs(settings)}, sort_keys=False)
+        instance_yaml += "\n" + compute_logs
+    (settings.dagster_home / "dagster.yaml").write_text(instance_yaml)
 
 
 def mlflow_command(settings: Settings) -> list[str]:
@@ -102,7 +124,7 @@ def mlflow_command(settings: Settings) -> list[str]:
     return [
         str(BIN / "mlflow"), "server",
         "--backend-store-uri", backend,
-        "--artifacts-destination", str(settings.mlflow_artifacts_dir),
+        "--artifacts-destination", settings.mlflow_artifacts_destination,
         "--serve-artifacts",
         "--host", settings.host, "--port", str(port),
         "--workers", "1",
@@ -125,16 +147,17 @@ def build_services(settings: Settings) -> list[Service]:
                 stop_signal=signal.SIGINT,  # "fast" shutdown: roll back clients, checkpoint, exit
             )
         )
-    services.append(
-        Service(
-            "mlflow",
-            mlflow_command(settings),
-            lambda: http_ok(f"{settings.mlflow_url}/health"),
-            port=settings.mlflow_port,
-            port_setting="REALTY_MLFLOW_PORT",
-            url=settings.mlflow_url,
+    if not settings.mlflow_tracking_uri:
+        services.append(
+            Service(
+                "mlflow",
+                mlflow_command(settings),
+                lambda: http_ok(f"{settings.mlflow_url}/health"),
+                port=settings.mlflow_port,
+                port_setting="REALTY_MLFLOW_PORT",
+                url=settings.mlflow_url,
+            )
         )
-    )
     if not settings.source_url:
         services.append(
             Service(
