@@ -1,12 +1,18 @@
-"""What the learning-loop sensors read from CLEAN: new drift verdicts, and how stale
-production is (batches landed and hours passed since the data it was trained on)."""
+"""What the learning-loop sensors and the freshness checks read: new drift verdicts, how stale
+production is (batches landed and hours passed since the data it was trained on), whether
+batches still land on schedule, and how many retrain verdicts production has ignored."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
 
 import psycopg
+
+# Dagster's own cron arithmetic (its schedules' ticks); no public helper yields past ticks.
+from dagster._utils.schedules import reverse_cron_string_iterator
 
 from realty.settings import Settings
 
@@ -83,3 +89,115 @@ def staleness(clean_conn: psycopg.Connection, settings: Settings) -> Staleness:
     else:
         return Staleness(None, status, key)
     return Staleness(reason, status, key)
+
+
+# ---------------------------------------------------------------- the freshness checks
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What a freshness check found: pass/fail, one sentence, and the numbers behind it."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+def recent_cron_ticks(cron: str, now: datetime, count: int) -> list[datetime]:
+    """The ``count`` latest ticks of ``cron`` (UTC) at or before ``now``, newest first."""
+    ticks = reverse_cron_string_iterator(now.timestamp(), cron, "UTC")
+    return [tick.astimezone(UTC) for tick in islice(ticks, count)]
+
+
+def landing_freshness(
+    raw_conn: psycopg.Connection,
+    cron: str,
+    group_number: int,
+    day: str,
+    now: datetime | None = None,
+) -> CheckOutcome:
+    """Fails when no batch of the stream (``group_number``, ``day``) landed within two periods
+    of the ingest schedule ``cron``.
+
+    With t1 > t2 > t3 the three latest completed ticks, the last two periods are (t3, t2] and
+    (t2, t1]: the check fails when the newest batch landed at or before t3, i.e. two scheduled
+    fetches in a row brought nothing. Ticks, not a fixed interval, so irregular crons (weekdays
+    only) are judged by their own gaps. A source that said it has delivered everything, after
+    its newest batch, passes: nothing is late.
+    """
+    now = now or datetime.now(UTC)
+    t1, t2, t3 = recent_cron_ticks(cron, now, 3)
+    newest, exhausted = raw_conn.execute(
+        "SELECT (SELECT max(fetched_at) FROM raw_batches WHERE group_number = %(g)s AND "
+        "day = %(d)s), (SELECT exhausted_at FROM source_progress WHERE group_number = %(g)s AND "
+        "day = %(d)s)",
+        {"g": group_number, "d": day},
+    ).fetchone()
+    metadata: dict[str, Any] = {
+        "stream": f"group {group_number}, {day}",
+        "schedule": cron,
+        "schedule_period_minutes": round((t1 - t2).total_seconds() / 60, 2),
+        "deadline": t3.isoformat(),  # the newest batch must have landed after this
+        "last_batch_at": newest.isoformat() if newest else None,
+        "hours_since_last_batch": (
+            round((now - newest).total_seconds() / 3600, 3) if newest else None
+        ),
+    }
+    if newest is None:
+        return CheckOutcome(False, "no batch has landed yet", metadata)
+    since = f"the newest batch landed {metadata['hours_since_last_batch']:.2f} h ago"
+    if exhausted is not None and exhausted >= newest:
+        metadata["source_exhausted_at"] = exhausted.isoformat()
+        return CheckOutcome(True, f"{since}; the source has delivered every batch", metadata)
+    if newest > t3:
+        return CheckOutcome(True, f"{since}, within two periods of {cron}", metadata)
+    return CheckOutcome(
+        False, f"{since}: no batch in the last two periods of {cron} (since {t3:%H:%M} UTC)",
+        metadata,
+    )  # fmt: skip
+
+
+def ignored_verdicts(
+    clean_conn: psycopg.Connection,
+    group_number: int,
+    day: str,
+    production_version: str | None,
+    trained_through: str | None,
+    limit: int,
+) -> CheckOutcome:
+    """Fails when production has ignored more than ``limit`` retrain verdicts of the stream
+    (``group_number``, ``day``).
+
+    Ignored: a drift verdict with retrain = true on a batch of the stream landed after the
+    newest batch production was trained on (``trained_through``, its version's ``partition``
+    tag; every batch when there is no production) that did not produce a production version:
+    its candidate lost the gate, or its training failed or has not finished yet.
+    """
+    rows = clean_conn.execute(
+        """
+        SELECT d.batch_key FROM drift_reports d
+        JOIN clean_batches c USING (batch_key)
+        LEFT JOIN model_decisions m USING (batch_key)
+        WHERE d.retrain AND m.promoted IS NOT TRUE
+          AND c.group_number = %s AND c.day = %s
+          AND c.seq > coalesce((SELECT seq FROM clean_batches WHERE batch_key = %s), 0)
+        ORDER BY c.seq
+        """,
+        (group_number, day, trained_through),
+    ).fetchall()
+    keys = [key for (key,) in rows]
+    metadata: dict[str, Any] = {
+        "production_version": production_version,
+        "trained_through": trained_through,
+        "ignored_verdicts": len(keys),
+        "ignored_batches": keys,
+        "limit": limit,
+    }
+    who = f"production v{production_version}" if production_version else "no production model"
+    summary = f"{len(keys)} retrain verdicts since {who} was trained"
+    if trained_through:
+        summary += f" (through {trained_through})"
+    summary += " did not produce a new production version"
+    if len(keys) > limit:
+        return CheckOutcome(False, f"{summary}: more than {limit}", metadata)
+    return CheckOutcome(True, f"{summary} (limit {limit})", metadata)

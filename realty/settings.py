@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     stale_after_hours: float = Field(
         168.0, description="Retrain ('stale') once production is older"
     )
+    max_ignored_verdicts: int = Field(
+        3,
+        description="The freshness check fails when more retrain verdicts than this came after "
+        "production's newest training batch without producing a new production version",
+    )
     train_max_rows: int = Field(1_000_000, description="Seeded subsample above this many rows")
     train_seed: int = 0
     train_max_seconds: float = Field(900.0, description="Per candidate; boosting stops there")

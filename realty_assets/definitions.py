@@ -20,6 +20,7 @@ from realty_assets.automation import (
     source_sensor,
     train_job,
 )
+from realty_assets.checks import FRESHNESS_CHECKS, freshness_checks_sensor
 from realty_assets.resources import build_resources
 
 defs = dg.Definitions(
@@ -33,9 +34,10 @@ defs = dg.Definitions(
         batch_predictions,
         digits_model,
     ],
+    asset_checks=FRESHNESS_CHECKS,
     jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollback_job],
     schedules=[source_schedule],
-    sensors=[source_sensor, drift_sensor, freshness_sensor],
+    sensors=[source_sensor, drift_sensor, freshness_sensor, freshness_checks_sensor],
     resources=build_resources(get_settings()),
     # One process per run, not per step: a step process costs ~8 s of imports on 2 cores,
     # more than the work of a 20k-row batch.

@@ -13,76 +13,10 @@ from sklearn.datasets import load_digits
 
 from realty import registry
 from realty.monitoring import judge_batch
-from realty.settings import Settings
 from realty_assets import automation
 from realty_assets.assets.digits import digits_model
-from realty_assets.assets.drift import drift_report
-from realty_assets.assets.explain import shap_report
-from realty_assets.assets.ingest import clean_batch, raw_batch
-from realty_assets.assets.score import batch_predictions
-from realty_assets.assets.train import candidate_model, production_model
-from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
-
-ASSETS = [
-    raw_batch,
-    clean_batch,
-    drift_report,
-    candidate_model,
-    production_model,
-    shap_report,
-    batch_predictions,
-]
-JOBS = [automation.ingest_job, automation.train_job, automation.score_job]
-
-
-class Loop:
-    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
-        self.settings = settings
-        self.instance = instance
-        self.resources = build_resources(settings)
-        self.defs = dg.Definitions(assets=ASSETS, jobs=JOBS, resources=self.resources)
-        self.cursors: dict[str, str | None] = {}
-
-    def tick(self, sensor: dg.SensorDefinition):
-        context = dg.build_sensor_context(
-            instance=self.instance,
-            resources=self.resources,
-            cursor=self.cursors.get(sensor.name),
-            definitions=self.defs,
-        )
-        result = sensor(context)
-        if isinstance(result, dg.SensorResult):
-            self.cursors[sensor.name] = result.cursor
-            for request in result.dynamic_partitions_requests:
-                self.instance.add_dynamic_partitions(
-                    batch_partitions.name, list(request.partition_keys)
-                )
-            return result.run_requests
-        return [result] if isinstance(result, dg.RunRequest) else []
-
-    def run(self, request: dg.RunRequest, default_job: str) -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_job_def(request.job_name or default_job)
-        result = job.execute_in_process(
-            instance=self.instance, partition_key=request.partition_key, tags=request.tags
-        )
-        assert result.success
-        return result
-
-    def step(self) -> list[tuple[str, str]]:
-        """One batch through the loop: source tick, ingest run, drift tick, follow-up run."""
-        done = []
-        for request in self.tick(automation.source_sensor):
-            self.run(request, automation.ingest_job.name)
-            done.append(("ingest_batch", request.partition_key))
-        for request in self.tick(automation.drift_sensor):
-            self.run(request, "")
-            done.append((request.job_name, request.partition_key))
-        return done
-
-    def clean(self, query: str, *params):
-        with psycopg.connect(self.settings.database_url("clean_data")) as conn:
-            return conn.execute(query, params).fetchall()
+from tests.realty_assets.loop import Loop
 
 
 @pytest.fixture
