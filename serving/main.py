@@ -21,6 +21,7 @@ from serving.metrics import (
     reload_families,
 )
 from serving.routes import digits, history, ops, price
+from serving.routes import vision as vision_routes
 
 # A registry that does not answer must not hold a reload for minutes (MLflow's defaults: 120 s
 # timeout, 7 retries with backoff); the poller simply tries again at its next tick. No progress
@@ -93,5 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(price.router)
     app.include_router(digits.router)
+    app.include_router(vision_routes.router)
     app.include_router(history.router)
     return app
