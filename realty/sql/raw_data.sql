@@ -10,11 +10,14 @@ CREATE TABLE IF NOT EXISTS raw_batches (
     fetched_at     timestamptz NOT NULL,
     source_url     text NOT NULL,
     row_count      integer NOT NULL,
-    payload_hash   text NOT NULL,   -- sha256 of body
-    body           bytea NOT NULL,  -- the HTTP response body, byte for byte
+    payload_hash   text NOT NULL,   -- sha256 of the HTTP response body
+    body           bytea NOT NULL,  -- that body, byte for byte, stored as body_encoding says
     UNIQUE (group_number, day, batch_number)
 );
-ALTER TABLE raw_batches ALTER COLUMN body SET STORAGE EXTERNAL;  -- already dense JSON; skip TOAST compression
+ALTER TABLE raw_batches ALTER COLUMN body SET STORAGE EXTERNAL;  -- no TOAST compression
+-- 'zstd' (a zstd frame: realty.landing writes 28 MB of JSON as 7 MB) or 'identity' (as is,
+-- batches landed before 2026-11-23); realty.landing.stored_body reads both.
+ALTER TABLE raw_batches ADD COLUMN IF NOT EXISTS body_encoding text NOT NULL DEFAULT 'identity';
 
 -- The rows of each batch as delivered (text; typing happens in CLEAN). No foreign key to
 -- raw_batches: its per-row trigger costs about 3.5 s per 300k rows, and rows are only ever
