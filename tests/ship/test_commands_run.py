@@ -37,8 +37,10 @@ def host_env(settings: Settings, home: Path) -> dict[str, str]:
 def port_variable(target: str) -> tuple[str, str]:
     """The image's port setting and its value (ENV REALTY_<X>_PORT=<port>)."""
     stage = final_stages(DOCKER / "Dockerfile")[target]
-    [assignment] = [args for keyword, args in stage.instructions if keyword == "ENV"]
-    name, _, port = assignment.partition("=")
+    assignments = [a for kw, args in stage.instructions if kw == "ENV" for a in args.split()]
+    [(name, port)] = [
+        a.split("=") for a in assignments if a.startswith("REALTY_") and "_PORT=" in a
+    ]
     return name, port
 
 
