@@ -30,7 +30,7 @@ from types import ModuleType
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serving.weights import CLASS_NAMES_FILE, sha256_of
 
@@ -151,6 +151,8 @@ def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
             "the upload is not a JPEG, PNG, WebP, BMP or TIFF image "
             "(the type is read from the content, not the file name)"
         ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{error} (the limit is {MAX_PIXELS:,} pixels)") from error
     with image:
         if image.width * image.height > MAX_PIXELS:
             raise ImageTooLarge(
@@ -158,7 +160,8 @@ def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
             )
         try:
             # Pillow refuses truncated data here, where OpenCV would fill the rest with grey.
-            rgb = np.asarray(image.convert("RGB"))
+            # Turned upright by its EXIF orientation, as cv2.imread (the course server) does.
+            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
         except (OSError, ValueError) as error:
             raise CorruptImage(f"the {image.format} image could not be decoded: {error}") from error
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import sys
 import tarfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +31,13 @@ from PIL import Image
 from realty.sandbox import free_port
 from realty.settings import Settings, get_settings
 from serving.routes import vision as vision_routes
-from serving.vision import Detector, ModelNotInstalled, decode_image, select_detections
+from serving.vision import (
+    Detector,
+    ImageTooLarge,
+    ModelNotInstalled,
+    decode_image,
+    select_detections,
+)
 from serving.weights import (
     SDIST_MODELS_DIR,
     TINY_FILES,
@@ -147,6 +155,36 @@ def test_vectorised_postprocessing_equals_cvlibs_loop() -> None:
             assert [d.confidence for d in ours] == scores
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The start of a PNG claiming ``width`` x ``height`` pixels (enough for Pillow to open)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(8_000, 8_000), (20_000, 20_000)])
+def test_images_of_too_many_pixels_are_refused_before_decoding(width, height) -> None:
+    with pytest.raises(ImageTooLarge, match="40,000,000"):
+        decode_image(png_header(width, height), 10_000_000)
+
+
+def test_decoding_turns_the_photo_upright_and_takes_any_supported_format() -> None:
+    sideways = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    Image.new("RGB", (40, 20), "red").save(sideways, "JPEG", exif=exif)
+    assert decode_image(sideways.getvalue(), 10_000_000).shape == (40, 20, 3)
+
+    transparent = io.BytesIO()
+    Image.new("RGBA", (30, 10)).save(transparent, "PNG")
+    assert decode_image(transparent.getvalue(), 10_000_000).shape == (10, 30, 3)
+
+
 # ---------------------------------------------------------------- the routes
 
 
@@ -196,6 +234,16 @@ def test_detect_answers_the_annotated_photo_as_a_jpeg_of_the_same_size(url: str)
         np.asarray(annotated, dtype=np.int16) - np.asarray(Image.open(io.BytesIO(original)))
     )
     assert (difference.max(axis=2) > 100).mean() > 0.01
+
+
+def test_the_type_comes_from_the_bytes_not_the_name(url: str) -> None:
+    as_png = io.BytesIO()
+    Image.open(IMAGES / "oranges.jpg").save(as_png, "PNG")
+    # A PNG sent as "photo.jpg", image/jpeg.
+    response = post_form(url, "/v1/count", as_png.getvalue(), object="orange")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == 2
 
 
 def test_course_client_calls_work_unchanged(url: str) -> None:
