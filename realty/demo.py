@@ -288,6 +288,7 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
             "mlflow": settings.mlflow_url,
             "source": settings.data_api_url,
             "serving": settings.serving_url,
+            "ui": settings.ui_url,
         },
     }
     if ordered:
@@ -308,4 +309,5 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
     console.print(f"  MLflow (experiments, registry)   {settings.mlflow_url}")
     console.print(f"  data API simulator (OpenAPI)     {settings.data_api_url}/docs")
     console.print(f"  serving API (OpenAPI)            {settings.serving_url}/docs")
+    console.print(f"  web app (price, models, drift)   {settings.ui_url}")
     return ok

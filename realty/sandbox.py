@@ -27,6 +27,7 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "dagster_port": free_port(),
         "source_port": free_port(),
         "serving_port": free_port(),
+        "ui_port": free_port(),
     }
     return Settings(home=home, **{**ports, **overrides})
 

@@ -200,6 +200,14 @@ def build_services(settings: Settings) -> list[Service]:
             port_setting="REALTY_SERVING_PORT",
             url=settings.serving_url,
         ),
+        Service(
+            "ui",
+            [sys.executable, "-m", "realty", "ui"],
+            lambda: http_ok(settings.ui_url),
+            port=settings.ui_port,
+            port_setting="REALTY_UI_PORT",
+            url=settings.ui_url,
+        ),
     ]
     return services
 

@@ -27,6 +27,7 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
         "REALTY_DAGSTER_PORT": str(settings.dagster_port),
         "REALTY_SOURCE_PORT": str(settings.source_port),
         "REALTY_SERVING_PORT": str(settings.serving_port),
+        "REALTY_UI_PORT": str(settings.ui_port),
         "REALTY_SOURCE_ROWS_PER_BATCH": "3000",
         "REALTY_SOURCE_BATCHES": "3",
         "REALTY_SENSOR_INTERVAL_S": "1",
@@ -70,12 +71,14 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
         "mlflow": settings.mlflow_url,
         "source": settings.simulator_url,
         "serving": settings.serving_url,
+        "ui": settings.ui_url,
     }
     # The serving API priced listings of the last batch with the final production version.
     answer = summary["serving_examples"]["answer"]
     assert answer["model"] == {"name": "realty-price", "version": summary["production"]["version"]}
     assert len(answer["predictions"]) == 3 and all(p["price"] > 0 for p in answer["predictions"])
     assert settings.serving_url in result.stdout
+    assert settings.ui_url in result.stdout
     assert summary["source"]["exhausted"] is True
     assert "Dagster" in result.stdout and settings.dagster_url in result.stdout
 
@@ -86,9 +89,18 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
         settings.dagster_port,
         settings.source_port,
         settings.serving_port,
+        settings.ui_port,
     ):
         assert not port_in_use(settings.host, port)
-    for name in ("postgres", "mlflow", "source", "dagster-webserver", "dagster-daemon", "serving"):
+    for name in (
+        "postgres",
+        "mlflow",
+        "source",
+        "dagster-webserver",
+        "dagster-daemon",
+        "serving",
+        "ui",
+    ):
         assert (settings.logs_dir / f"{name}.log").stat().st_size > 0
 
     # A second demo over the same state resumes: nothing is fetched or cleaned twice.

@@ -7,19 +7,20 @@ events; every model answer comes from the serving API and every history from ser
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from realty.cleaning import CleaningRules
 from realty.schema import STATUS_VALUES, US_STATES
 from realty.settings import Settings
 from ui import charts, formatting
 from ui.client import BackendError, RegistryClient, ServingClient
 from ui.presets import COCO_CLASSES, DETECTORS, PRESETS, PRESETS_BY_LABEL
 
-log = logging.getLogger(__name__)
+RULES = CleaningRules()  # the form's bounds are the ones CLEAN applies to listings
+UNEXPLAINABLE = 409  # serving's answer when the version has no trees to explain
 
 INTRO = """# realty
 Price a US house listing with the model in production, see how the models and the incoming data
@@ -47,10 +48,14 @@ def price_tab(serving: ServingClient) -> None:
         city = gr.Textbox(label="City", elem_id="price-city")
         zip_code = gr.Textbox(label="Zip code (optional)", max_length=5)
     with gr.Row():
-        bed = gr.Number(label="Bedrooms", minimum=0, maximum=50, precision=0)
-        bath = gr.Number(label="Bathrooms", minimum=0, maximum=50, precision=0)
-        house_size = gr.Number(label="Living area (sq ft)", minimum=50, maximum=100_000)
-        acre_lot = gr.Number(label="Lot (acres)", minimum=0, maximum=100_000, step=0.01)
+        rooms = {"minimum": 0, "maximum": RULES.max_rooms, "precision": 0}
+        bed = gr.Number(label="Bedrooms", **rooms)
+        bath = gr.Number(label="Bathrooms", **rooms)
+        house_size = gr.Number(
+            label="Living area (sq ft)", minimum=RULES.min_house_size,
+            maximum=RULES.max_house_size,
+        )  # fmt: skip
+        acre_lot = gr.Number(label="Lot (acres)", minimum=0, maximum=RULES.max_acre_lot, step=0.01)
     with gr.Row():
         prev_sold_date = gr.Textbox(label="Last sold (YYYY-MM-DD, optional)")
         brokered_by = gr.Number(label="Broker id (optional)", minimum=0, precision=0)
@@ -61,7 +66,9 @@ def price_tab(serving: ServingClient) -> None:
     ]  # fmt: skip
     predict = gr.Button("Predict", variant="primary", elem_id="price-predict")
     answer = gr.Markdown(elem_id="price-answer")
-    chart = gr.Plot(label="Why this price: each feature's contribution (SHAP)")
+    chart = gr.Plot(
+        label="Why this price: each feature's contribution (SHAP)", elem_id="price-chart"
+    )
 
     def fill(label: str | None) -> list[Any]:
         if label not in PRESETS_BY_LABEL:
@@ -76,24 +83,33 @@ def price_tab(serving: ServingClient) -> None:
         except ValueError as error:
             return _problem(error), None
         listed = _listed_price(label, listing)
-        try:
-            prediction = serving.predict_price(listing)
+        try:  # one request: the price, the version and why, all from the same version
+            explained = serving.explain_price(listing)
         except BackendError as error:
-            return _problem(error), None
-        text = formatting.price_markdown(prediction, listed)
-        try:
-            explanation = serving.explain_price(listing)
-        except BackendError as error:
-            return f"{text}\n\nNo explanation this time: {error}", None
+            if error.status != UNEXPLAINABLE:
+                return _problem(error), None
+            return _price_only(serving, listing, listed, str(error))
+        price = float(explained["price"])
         figure = charts.contribution_figure(
-            formatting.contributions(explanation),
-            explanation.get("base_value"),
-            float(explanation["price"]),
+            formatting.contributions(explained), explained.get("base_value"), price
         )
-        return text, figure
+        return formatting.price_markdown(price, explained["model"], listed), figure
 
     preset.change(fill, preset, fields)
     predict.click(run, [preset, *fields], [answer, chart])
+
+
+def _price_only(
+    serving: ServingClient, listing: dict[str, Any], listed: float | None, why: str
+) -> tuple[str, None]:
+    """The price of a version that cannot be explained (e.g. the median baseline)."""
+    try:
+        predicted = serving.predict_price(listing)
+    except BackendError as error:
+        return _problem(error), None
+    price = float(predicted["predictions"][0]["price"])
+    text = formatting.price_markdown(price, predicted["model"], listed)
+    return f"{text}\n\nNo chart for this version: {why}", None
 
 
 def _listed_price(label: str | None, listing: dict[str, Any]) -> float | None:
@@ -112,27 +128,22 @@ def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> No
     )
     refresh = gr.Button("Refresh", size="sm")
     note = gr.Markdown(elem_id="models-note")
-    table = gr.Dataframe(
-        headers=list(formatting.VERSION_COLUMNS),
-        interactive=False,
-        wrap=True,
-        elem_id="models-table",
-    )
+    table = gr.Markdown(elem_id="models-table")
     with gr.Row():
         first = gr.Dropdown([], label="Compare version", elem_id="models-first")
         second = gr.Dropdown([], label="with version", elem_id="models-second")
         compare = gr.Button("Compare", elem_id="models-compare")
-    importance = gr.Plot(label="Global SHAP importance")
+    importance = gr.Plot(label="Global SHAP importance", elem_id="models-importance")
     diff = gr.Markdown(elem_id="models-diff")
 
     def load() -> tuple[Any, ...]:
         try:
             versions = registry.versions(model_name)
         except BackendError as error:
-            return _problem(error), [], gr.update(choices=[]), gr.update(choices=[])
+            return _problem(error), "", gr.update(choices=[]), gr.update(choices=[])
         if not versions:
             message = f"No version of {model_name} is registered yet: the first batch trains one."
-            return message, [], gr.update(choices=[]), gr.update(choices=[])
+            return message, "", gr.update(choices=[]), gr.update(choices=[])
         production = next((v for v in versions if "production" in v.aliases), None)
         message = (
             f"{len(versions)} versions; production is **v{production.version}**."
@@ -143,7 +154,9 @@ def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> No
         older = choices[1] if len(choices) > 1 else choices[0]
         return (
             message,
-            formatting.version_rows(versions),
+            formatting.markdown_table(
+                formatting.VERSION_COLUMNS, formatting.version_rows(versions)
+            ),
             gr.update(choices=choices, value=older),
             gr.update(choices=choices, value=choices[0]),
         )
@@ -191,21 +204,20 @@ def drift_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> No
     refresh = gr.Button("Refresh", size="sm")
     note = gr.Markdown(elem_id="drift-note")
     chart = gr.Plot(label="Drift scores across batches")
-    table = gr.Dataframe(
-        headers=list(formatting.BATCH_COLUMNS), interactive=False, wrap=True, elem_id="drift-table"
-    )
+    table = gr.Markdown(elem_id="drift-table")
 
     def load() -> tuple[Any, ...]:
         try:
             batches = serving.batches()
         except BackendError as error:
-            return _problem(error), None, []
+            return _problem(error), None, ""
         if not batches:
-            return "No batch has landed yet.", None, []
+            return "No batch has landed yet.", None, ""
         retrained = sum(1 for b in batches if b.get("trained"))
         message = f"{len(batches)} batches landed; {retrained} led to a training."
         figure = charts.drift_figure(batches, settings.drift_psi)
-        return message, figure, formatting.batch_rows(batches)
+        rows = formatting.batch_rows(batches)
+        return message, figure, formatting.markdown_table(formatting.BATCH_COLUMNS, rows)
 
     refresh.click(load, None, [note, chart, table])
     demo.load(load, None, [note, chart, table])
@@ -229,7 +241,9 @@ def counter_tab(serving: ServingClient) -> None:
         with gr.Column():
             answer = gr.Markdown(elem_id="counter-answer")
             annotated = gr.Image(label="Detections", interactive=False, elem_id="counter-image")
-    table = gr.Dataframe(headers=list(formatting.DETECTION_COLUMNS), interactive=False)
+    table = gr.Dataframe(
+        headers=list(formatting.DETECTION_COLUMNS), interactive=False, elem_id="counter-table"
+    )
 
     def run(path: str | None, detector: str, threshold: float, name: str) -> tuple[Any, ...]:
         if not path:
@@ -254,7 +268,10 @@ def digits_tab(serving: ServingClient) -> None:
             brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=14),
             type="numpy", elem_id="digits-sketch",
         )  # fmt: skip
-        upload = gr.Image(type="filepath", sources=["upload"], label="…or upload")
+        upload = gr.Image(
+            type="filepath", sources=["upload"], label="…or upload", height=320,
+            elem_id="digits-upload",
+        )  # fmt: skip
     read = gr.Button("Read the digit", variant="primary", elem_id="digits-run")
     answer = gr.Markdown(elem_id="digits-answer")
 
@@ -267,7 +284,7 @@ def digits_tab(serving: ServingClient) -> None:
         except BackendError as error:
             return _problem(error)
         return (
-            f"## It is a {result['prediction']}\n\n"
+            f"## Prediction: {result['prediction']}\n\n"
             f"Read by **{formatting.model_line(result['model'])}**."
         )
 

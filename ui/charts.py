@@ -4,6 +4,7 @@ the browser needs no charting library from the internet)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -14,12 +15,48 @@ UP, DOWN = "#c0392b", "#2471a3"  # raises the price / lowers it
 SHOWN_FEATURES = 10
 
 
-def _value_label(feature: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"{feature} (unknown)"
-    if isinstance(value, float):
-        value = f"{value:,.4g}"
-    return f"{feature} = {value}"
+# What the price model's features mean, for people, and how to show their values.
+FEATURE_NAMES: dict[str, tuple[str, Callable[[float], str]]] = {
+    "log_house_size": ("living area", lambda v: f"{math.exp(v):,.0f} sq ft"),
+    "log_acre_lot": ("lot", lambda v: f"{math.expm1(v):,.2f} acres"),
+    "years_since_sold": ("last sold", lambda v: f"{v:.1f} years before 2025"),
+    "facts_missing": ("unknown facts", lambda v: f"{v:.0f} of 4"),
+    "loc_log_price": ("typical price of the area", lambda v: dollars(math.exp(v))),
+    "loc_log_ppsf": ("typical price per sq ft of the area", lambda v: dollars(math.exp(v))),
+    "zip_number": ("zip code as a number", lambda v: f"{v:05.0f}"),
+    "zip3": ("zip region", str),
+    "brokered_by": ("broker", str),
+    "bed": ("bedrooms", lambda v: f"{v:.0f}"),
+    "bath": ("bathrooms", lambda v: f"{v:.0f}"),
+}
+
+
+def feature_label(feature: str, value: Any) -> str:
+    """``feature = value`` in words, e.g. "living area = 1,442 sq ft"."""
+    name, show = FEATURE_NAMES.get(feature, (feature.replace("_", " "), str))
+    if value is None or value == "__missing__" or (isinstance(value, float) and math.isnan(value)):
+        return f"{name} unknown"
+    try:
+        return f"{name} = {show(value)}"
+    except (TypeError, ValueError):  # a category where a number was expected
+        return f"{name} = {value}"
+
+
+TICK_STEPS = ((1, 1.5, 2, 3, 4, 5, 7), (1, 2, 5), (1,))  # finest first
+
+
+def _dollar_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Round dollar amounts between two log prices, as log prices: the finest steps that give
+    at most ``most`` ticks."""
+    exponents = range(math.floor(low / math.log(10)), math.ceil(high / math.log(10)) + 1)
+    for mantissas in TICK_STEPS:
+        ticks = [
+            math.log(m * 10**e) for e in exponents for m in mantissas
+            if low <= math.log(m * 10**e) <= high
+        ]  # fmt: skip
+        if len(ticks) <= most:
+            return ticks
+    return ticks
 
 
 def contribution_figure(
@@ -28,35 +65,39 @@ def contribution_figure(
     """This prediction's SHAP contributions (log price) as a waterfall from the average
     prediction to this one, largest effect at the top; the rest are summed in one bar."""
     shown, rest = items[:SHOWN_FEATURES], items[SHOWN_FEATURES:]
-    labels = [_value_label(feature, value) for feature, _, value in shown]
+    labels = [feature_label(feature, value) for feature, _, value in shown]
     effects = [effect for _, effect, _ in shown]
     if rest:
         labels.append(f"{len(rest)} other features")
         effects.append(sum(effect for _, effect, _ in rest))
     start = base_value if base_value is not None else math.log(price) - sum(effects)
-    figure = Figure(figsize=(8, 0.45 * len(labels) + 1.6), layout="constrained")
+    figure = Figure(figsize=(9, 0.42 * len(labels) + 1.6), layout="constrained")
     axes = figure.add_subplot()
-    level = start
+    level, levels = start, [start]
     for row, effect in enumerate(effects):
         axes.barh(row, effect, left=level, color=UP if effect > 0 else DOWN)
-        percent = math.expm1(effect) * 100
         axes.text(
-            level + effect, row, f" {percent:+.1f}% ", va="center",
+            level + effect, row, f" {math.expm1(effect) * 100:+.1f}% ", va="center",
             ha="left" if effect > 0 else "right", fontsize=8,
         )  # fmt: skip
         level += effect
+        levels.append(level)
     axes.set_yticks(range(len(labels)), labels, fontsize=9)
     axes.invert_yaxis()
     axes.axvline(start, color="grey", linewidth=0.8, linestyle=":")
     axes.axvline(level, color="black", linewidth=0.8)
-    ticks = axes.get_xticks()
-    axes.set_xticks(ticks, [dollars(math.exp(t)) for t in ticks], fontsize=8)
-    axes.margins(x=0.15)
-    axes.set_xlabel("price (log scale)")
+    # bars keep autoscaling from adding margins (sticky edges): room for the labels by hand
+    pad = 0.15 * (max(levels) - min(levels) or 1.0)
+    low, high = min(levels) - pad, max(levels) + pad
+    ticks = _dollar_ticks(low, high)
+    axes.set_xticks(ticks, [dollars(math.exp(t)) for t in ticks], fontsize=8, parse_math=False)
+    axes.set_xlim(low, high)
+    axes.set_xlabel("price (log scale); each bar: how much the feature moves the price")
     axes.set_title(
-        f"From the average prediction {dollars(math.exp(start))} to this one {dollars(price)}",
-        fontsize=10,
-    )
+        f"From the average prediction ({dollars(math.exp(start))}, dotted) "
+        f"to this listing's ({dollars(price)}, solid)",
+        fontsize=10, parse_math=False,
+    )  # fmt: skip
     return figure
 
 
@@ -71,15 +112,14 @@ def importance_figure(rankings: dict[str, dict[str, Any]], top: int = 12) -> Fig
         key=lambda feature: max(by_feature.get(feature, 0.0) for by_feature in scores.values()),
         reverse=True,
     )[:top]
-    figure = Figure(figsize=(8, 0.4 * len(features) + 1.6), layout="constrained")
+    names = [FEATURE_NAMES.get(feature, (feature,))[0] for feature in features]
+    figure = Figure(figsize=(9, 0.4 * len(features) + 1.6), layout="constrained")
     axes = figure.add_subplot()
     height = 0.8 / max(len(scores), 1)
     for i, (label, by_feature) in enumerate(scores.items()):
         rows = [row + i * height for row in range(len(features))]
         axes.barh(rows, [by_feature.get(f, 0.0) for f in features], height=height, label=label)
-    axes.set_yticks(
-        [row + height * (len(scores) - 1) / 2 for row in range(len(features))], features
-    )
+    axes.set_yticks([row + height * (len(scores) - 1) / 2 for row in range(len(features))], names)
     axes.invert_yaxis()
     axes.set_xlabel("mean |SHAP| (log price)")
     axes.set_title("What drives each version's predictions", fontsize=10)
@@ -126,7 +166,9 @@ def drift_figure(batches: list[dict[str, Any]], psi_threshold: float | None = No
         "Drift scores per batch (green: retrained and promoted, orange: retrained, kept)",
         fontsize=10,
     )
-    if numbers:
-        axes.set_xticks(sorted({b["batch_number"] for b in batches}))
+    if batches:
+        every = sorted({b["batch_number"] for b in batches})
+        axes.set_xticks(every)
+        axes.set_xlim(every[0] - 0.5, every[-1] + 0.5)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure

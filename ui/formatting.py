@@ -64,12 +64,11 @@ def model_line(model: dict[str, Any]) -> str:
     return f"{model.get('name', '?')} version {model.get('version', '?')}"
 
 
-def price_markdown(prediction: dict[str, Any], listed_price: float | None) -> str:
-    price = float(prediction["predictions"][0]["price"])
+def price_markdown(price: float, model: dict[str, Any], listed_price: float | None) -> str:
     lines = [f"## Predicted price: {dollars(price)}"]
     if listed_price:
         lines.append(f"The real listing's price was {dollars(listed_price)}.")
-    lines.append(f"Answered by **{model_line(prediction['model'])}**.")
+    lines.append(f"Answered by **{model_line(model)}**.")
     return "\n\n".join(lines)
 
 
@@ -82,14 +81,28 @@ def contributions(explanation: dict[str, Any]) -> list[tuple[str, float, Any]]:
     return sorted(items, key=lambda item: abs(item[1]), reverse=True)
 
 
+def markdown_table(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
+    """A Markdown table (long cells wrap, unlike a data grid's)."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(cell(value) for value in row) + " |" for row in rows),
+    ]
+    return "\n".join(lines)
+
+
 def when(milliseconds: int) -> str:
     moment = datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 VERSION_COLUMNS: tuple[str, ...] = (
-    "version", "created", "alias", "candidate", "trained because", "batches", "rows",
-    "MAE $", "R² (log)", "gate", "gate's reason",
+    "version", "created", "alias", "trained because", "training data", "MAE $", "R² (log)",
+    "gate's decision",
 )  # fmt: skip
 
 
@@ -98,24 +111,31 @@ def version_rows(versions: list[ModelVersion]) -> list[list[Any]]:
     rows = []
     for v in versions:
         tags, metrics = v.tags, v.metrics
-        batch_range = tags.get("batch_range", "-")
-        count = tags.get("batches")
+        candidate = tags.get("candidate")
+        decision = tags.get("gate.decision", "not decided")
+        reason = tags.get("gate.reason")
         rows.append(
             [
-                f"v{v.version}",
+                f"v{v.version} ({candidate})" if candidate else f"v{v.version}",
                 when(v.created_ms),
                 ", ".join(v.aliases) or "-",
-                tags.get("candidate", "-"),
                 "; ".join(v.reasons) or tags.get("trigger", "-"),
-                f"{batch_range} ({count})" if count else batch_range,
-                _thousands(tags.get("rows")),
+                _training_data(tags),
                 dollars(metrics.get("mae_usd")),
                 f"{metrics['r2_log']:.3f}" if "r2_log" in metrics else "-",
-                tags.get("gate.decision", "not decided"),
-                tags.get("gate.reason", "-"),
+                f"{decision}: {reason}" if reason else decision,
             ]
         )
     return rows
+
+
+def _training_data(tags: dict[str, str]) -> str:
+    """E.g. "40,000 rows of 2 batches (g1-tuesday-b001..g1-tuesday-b002)"."""
+    rows, count, batch_range = tags.get("rows"), tags.get("batches"), tags.get("batch_range")
+    if not (rows and count and batch_range):
+        return "-"
+    plural = "" if count == "1" else "es"
+    return f"{_thousands(rows)} rows of {count} batch{plural} ({batch_range})"
 
 
 def _thousands(value: str | None) -> str:

@@ -63,11 +63,11 @@ def test_dollars() -> None:
 
 
 def test_price_markdown_names_the_version_and_the_real_price() -> None:
-    answer = {"model": {"name": "realty-price", "version": "7"}, "predictions": [{"price": 2e5}]}
-    text = formatting.price_markdown(answer, 250_000)
+    model = {"name": "realty-price", "version": "7"}
+    text = formatting.price_markdown(2e5, model, 250_000)
     assert "Predicted price: $200,000" in text
     assert "$250,000" in text and "realty-price version 7" in text
-    assert "real listing" not in formatting.price_markdown(answer, None)
+    assert "real listing" not in formatting.price_markdown(2e5, model, None)
 
 
 def version(number: int, **tags: str) -> ModelVersion:
@@ -84,17 +84,21 @@ def test_version_rows_show_lineage_metrics_and_gate() -> None:
     v2 = ModelVersion(v2.version, v2.created_ms, "run", "", v2.tags, ("production",))
     (row,) = formatting.version_rows([v2])
     assert dict(zip(formatting.VERSION_COLUMNS, row, strict=True)) == {
-        "version": "v2", "created": "2025-11-23 12:13 UTC", "alias": "production",
-        "candidate": "catboost", "trained because": "PSI of bed 0.31",
-        "batches": "g1-Tuesday-b001..g1-Tuesday-b002 (2)", "rows": "40,000",
-        "MAE $": "$201,234", "R² (log)": "0.771", "gate": "promoted",
-        "gate's reason": "beats production",
+        "version": "v2 (catboost)", "created": "2025-11-23 12:13 UTC", "alias": "production",
+        "trained because": "PSI of bed 0.31",
+        "training data": "40,000 rows of 2 batches (g1-Tuesday-b001..g1-Tuesday-b002)",
+        "MAE $": "$201,234", "R² (log)": "0.771", "gate's decision": "promoted: beats production",
     }  # fmt: skip
 
 
 def test_a_version_without_tags_still_has_a_row() -> None:
     (row,) = formatting.version_rows([version(1)])
-    assert row[0] == "v1" and row[-2] == "not decided" and row[6] == "-"
+    assert row == ["v1", "2025-11-23 12:13 UTC", "-", "-", "-", "-", "-", "not decided"]
+
+
+def test_markdown_table_keeps_cells_apart() -> None:
+    table = formatting.markdown_table(("a", "b"), [["x | y", "two\nlines"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x \\| y | two lines |"]
 
 
 def test_recorded_diff_is_the_changes_section_of_the_shap_report() -> None:
