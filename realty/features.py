@@ -172,6 +172,7 @@ _UNSEEN = (0.0, 0.0, 0.0, 0.0)  # sums and counts of a location value not seen i
 _NULL_TEXTS = frozenset(["", "nan", "NaN", "NAN", "None", "<NA>"])
 _WHITESPACE = re.compile(r"\s+")
 _ZIP_PATTERN = re.compile(_ZIP)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 _OLDEST, _NEWEST = pd.Timestamp.min.ceil("D").date(), pd.Timestamp.max.floor("D").date()
 
 
@@ -226,8 +227,12 @@ def _date_value(value: object) -> date | None:
         parsed = value
     else:
         text = _text_value(value)
+        text = text[:10] if text is not None else None
         try:
-            parsed = datetime.strptime(text[:10], "%Y-%m-%d").date() if text else None
+            if text is not None and _ISO_DATE.match(text):  # the usual form, 10x faster
+                parsed = date.fromisoformat(text)
+            else:
+                parsed = datetime.strptime(text, "%Y-%m-%d").date() if text else None
         except ValueError:
             return None
     return parsed if parsed is not None and _OLDEST <= parsed <= _NEWEST else None

@@ -131,8 +131,10 @@ def client_example(listings: pd.DataFrame) -> pd.DataFrame:
     YYYY-MM-DD text, numbers as Python numbers and unknown values as None."""
     fields = [c for c in INPUT_FIELDS if c in listings.columns]
     example = listings[fields].astype(object).reset_index(drop=True)
-    example = example.where(example.notna(), None)
-    return example.map(lambda v: v.isoformat() if isinstance(v, date | pd.Timestamp) else v)
+    example = example.map(lambda v: v.isoformat() if isinstance(v, date | pd.Timestamp) else v)
+    # Last, on object columns: map() infers dtypes again, which would turn None back into NaN.
+    example = example.astype(object)
+    return example.where(example.notna(), None)
 
 
 def pip_requirements() -> list[str]:

@@ -13,10 +13,12 @@ from threadpoolctl import threadpool_limits
 
 from realty.settings import Settings, get_settings
 from serving import model_holder as holders
+from serving.batcher import PriceBatcher
 from serving.inference_log import InferenceLogWriter
 from serving.metrics import (
     MetricsMiddleware,
     ServingMetrics,
+    batch_families,
     inference_log_families,
     reload_families,
 )
@@ -27,7 +29,7 @@ from serving.routes import vision as vision_routes
 # timeout, 7 retries with backoff); the poller simply tries again at its next tick. No progress
 # bars in the service's log.
 MLFLOW_CLIENT_ENV = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
@@ -57,9 +59,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.inference_log.start()
     app.state.models = build_model_holder(settings)
     await asyncio.to_thread(app.state.models.start)
+    app.state.price_batcher = PriceBatcher()
+    app.state.price_batcher.start()
     try:
         yield
     finally:
+        await app.state.price_batcher.stop()
         app.state.models.stop()
         await asyncio.to_thread(app.state.inference_log.close)
 
@@ -73,6 +78,8 @@ def _collect(app: FastAPI) -> Iterator[Any]:
         slots = state.models.slots
         loaded = {name: s.current.version for name, s in slots.items() if s.current}
         yield from reload_families({name: s.reloads for name, s in slots.items()}, loaded)
+    if hasattr(state, "price_batcher"):
+        yield from batch_families(state.price_batcher.requests, state.price_batcher.batches)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -91,6 +91,16 @@ def reload_families(reloads: dict[str, dict[str, int]], loaded: dict[str, str]) 
     yield gauge
 
 
+def batch_families(requests: int, batches: int) -> Iterator[Any]:
+    """Price requests and the model calls that answered them (micro-batching)."""
+    yield CounterMetricFamily(
+        "realty_price_batched_requests", "Price requests answered by batched calls", value=requests
+    )
+    yield CounterMetricFamily(
+        "realty_price_model_calls", "Batched price model calls", value=batches
+    )
+
+
 class MetricsMiddleware:
     """Times every HTTP request and counts it under its route template and model version."""
 

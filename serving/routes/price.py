@@ -32,7 +32,7 @@ async def predict_price(
     started = time.perf_counter()
     loaded = deps.serving_model(request, settings.price_model_name)
     listings = [listing.fields() for listing in body.listings]
-    prices = loaded.model.predict_rows(listings).tolist()
+    prices = await request.app.state.price_batcher.predict(loaded, listings)
     request_id = uuid.uuid4().hex
     latency_ms = (time.perf_counter() - started) * 1000
     request.app.state.inference_log.submit(

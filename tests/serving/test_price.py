@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from realty.features import feature_frame, feature_rows, prepare_features
 from realty.price_model import client_example
 from serving.sandbox import real_clean_listings
 from serving.schemas import EXAMPLE_LISTING, Listing
@@ -23,6 +24,43 @@ def client_listings() -> list[dict]:
     after the route's validation."""
     rows = client_example(real_clean_listings(8_000).iloc[3_000:])
     return [Listing(**row).fields() for row in rows.to_dict("records")]
+
+
+ODD_LISTINGS = pd.DataFrame(
+    {
+        "status": ["for_sale", "SOLD ", None, "for_sale", "x", "sold", "", "for_sale"],
+        "city": [" New  York ", "nan", None, "", "Boston", "x", "y", "z"],
+        "state": ["new york", "Ohio", None, "Atlantis", "MASSACHUSETTS", "ohio ", "  ", "PR"],
+        "zip_code": ["601", 601.0, "02134-1234", "ABC", "00000", 1e5, "12345.00", " 2134 "],
+        "bed": [3, "3", " 4 ", "three", None, True, "1e1", "1_0"],
+        "bath": [float("inf"), -1, 2.5, "2", None, 0, "0x1", "+2"],
+        "prev_sold_date": [
+            "2020-01-05",
+            "2020-1-5",
+            "1900-01-01",
+            "2020-13-01",
+            "2020-02-29T10:00",
+            None,
+            "yesterday",
+            "2262-04-11",
+        ],
+        "house_size": [0, -5, "1500", 1e9, None, "nan", 1.5, "2,000"],
+        "acre_lot": [0, 0.25, "1e-3", None, -1, "big", 10, 5e4],
+        "brokered_by": [1.0, "22611", "22611.0", -3, 2**60, None, "x", 1.5],
+    }
+)
+
+
+def test_feature_rows_read_odd_values_as_prepare_features_does() -> None:
+    """Text numbers, float zip codes, ZIP+4, bad dates, unknown states: value for value."""
+    records = ODD_LISTINGS.astype(object).where(ODD_LISTINGS.notna(), None).to_dict("records")
+    expected = prepare_features(pd.DataFrame(records))
+    pd.testing.assert_frame_equal(feature_frame(*feature_rows(records)), expected, check_exact=True)
+    for record in records:  # one at a time, as a lone request
+        alone = prepare_features(pd.DataFrame([record]))
+        pd.testing.assert_frame_equal(
+            feature_frame(*feature_rows([record])), alone, check_exact=True
+        )
 
 
 @pytest.mark.parametrize("candidate", CANDIDATES)
