@@ -127,4 +127,10 @@ def freshness_checks_sensor(
             cursor[name] = {"fingerprint": fingerprint, "at": now.timestamp()}
     if not evaluations:
         return dg.SkipReason("the freshness checks' outcomes are unchanged this period")
-    return dg.SensorResult(asset_events=evaluations, cursor=json.dumps(cursor))
+    reported = "; ".join(
+        f"{e.check_name} {'passed' if e.passed else 'failed'}: {e.description}" for e in evaluations
+    )
+    # No run to request: the tick shows as skipped, with what it reported.
+    return dg.SensorResult(
+        asset_events=evaluations, cursor=json.dumps(cursor), skip_reason=f"reported {reported}"
+    )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -15,6 +19,59 @@ from realty.sandbox import make_settings
 from realty.stack import port_in_use
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+DEMO_TIMEOUT_S = 900
+GRACE_S = 60  # for the demo to stop its own stack, in order, after SIGTERM
+
+
+def run_demo(env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str]:
+    """`realty demo` in a session of its own. If it fails, hangs or the test is interrupted,
+    everything it started is stopped, so no stack outlives the test."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "realty", "demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    except BaseException:  # the timeout, or pytest's own timeout or Ctrl-C
+        stop_started_processes(demo, home)
+        raise
+    if demo.returncode != 0:
+        stop_started_processes(demo, home)
+    return subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
+
+
+def stop_started_processes(demo: subprocess.Popen, home: Path) -> None:
+    """SIGTERM the demo (it stops its stack), then SIGTERM and at last SIGKILL the process
+    group of every process still running with this test's REALTY_HOME: each service runs in a
+    session of its own and outlives a killed demo."""
+    if demo.poll() is None:
+        os.killpg(demo.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            demo.wait(timeout=GRACE_S)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        groups = _process_groups_with_home(home) | ({demo.pid} if demo.poll() is None else set())
+        for group in groups - {os.getpgrp()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+        deadline = time.monotonic() + 15
+        while _process_groups_with_home(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    demo.wait(timeout=10)
+
+
+def _process_groups_with_home(home: Path) -> set[int]:
+    groups = set()
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("REALTY_HOME") == str(home):
+                groups.add(os.getpgid(process.pid))
+        except (psutil.Error, ProcessLookupError):
+            continue  # gone, or a zombie
+    return groups
 
 
 def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> None:
@@ -36,13 +93,7 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
         "DEMO_EXIT": "1",
         "COLUMNS": "160",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "realty", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_demo(env, settings.home)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     summary = json.loads((settings.home / "demo" / "summary.json").read_text())
@@ -104,13 +155,7 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
         assert (settings.logs_dir / f"{name}.log").stat().st_size > 0
 
     # A second demo over the same state resumes: nothing is fetched or cleaned twice.
-    again = subprocess.run(
-        [sys.executable, "-m", "realty", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    again = run_demo(env, settings.home)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert json.loads((settings.home / "demo" / "summary.json").read_text())["batches"] == batches
     assert_no_duplicates(settings)
