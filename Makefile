@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -54,6 +54,12 @@ bench-ingest: install
 
 bench-quality: install
 	$(VENV)/bin/python bench/quality.py
+
+bench-freshness: install
+	$(VENV)/bin/python bench/freshness.py
+
+bench-train-memory: install
+	$(VENV)/bin/python bench/train_memory.py
 
 clean:
 	rm -rf $(VENV) .tools
