@@ -74,14 +74,9 @@ def _fast_text(key: str, start: int, rows: list[list]) -> bytes | None:
         return None
     if not _plain(document, rows):
         return None
-    # No string holds a quote, comma, "[" or backslash (see _plain): every quote delimits a
-    # string, every comma separates values or rows, and every unquoted null is a JSON null.
-    text = (
-        document[1:-1]  # [v,v,...],[v,v,...]
-        .replace(b",null", b",\\N")
-        .replace(b"[null", b"[\\N")
-        .translate(_COMMA_TO_TAB, delete=b'"')
-    )
+    # No string holds a quote, comma, "[", backslash or "null" (see _plain): every quote
+    # delimits a string, every comma separates values or rows, every null is a JSON null.
+    text = document[1:-1].replace(b"null", b"\\N").translate(_COMMA_TO_TAB, delete=b'"')
     template = key.translate(_ESCAPES).encode().replace(b"%", b"%%") + b"\t%d\t"
     prefixes = map(template.__mod__, range(start, start + len(rows)))
     return b"\n".join(map(bytes.__add__, prefixes, text[1:-1].split(b"]\t["))) + b"\n"
@@ -101,6 +96,6 @@ def _plain(document: bytes, rows: list[list]) -> bool:
         and b"false" not in document
         and _SMALL_FLOAT_EXPONENT.search(document) is None
         and _SMALL_FLOAT_DECIMAL.search(document) is None
-        # orjson writes NaN and infinities as null: every null must be a None
+        # one null per None: no string holds "null", and no NaN or infinity became null
         and document.count(b"null") == sum(map(list.count, rows, repeat(None)))
     )
