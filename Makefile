@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -60,6 +60,9 @@ bench-freshness: install
 
 bench-train-memory: install
 	$(VENV)/bin/python bench/train_memory.py
+
+bench-detect: install
+	$(VENV)/bin/python bench/detect.py
 
 clean:
 	rm -rf $(VENV) .tools
