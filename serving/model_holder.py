@@ -84,12 +84,11 @@ class ReloadAttempt:
 
 def load_price_model(name: str, version: str) -> Any:
     """The fitted ``realty.price_model.PriceModel`` of a version, out of its pyfunc wrapper."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-    model.predict_rows(SMOKE_LISTINGS)  # builds the fast path's look-up tables before serving
-    return model
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
 
 
 def smoke_price_model(model: Any) -> None:
+    """Also builds the fast path's look-up tables, before the version serves a request."""
     import pandas as pd
 
     fast = model.predict_rows(SMOKE_LISTINGS)
