@@ -12,14 +12,12 @@ from typing import Any
 
 import gradio as gr
 
-from realty.cleaning import CleaningRules
 from realty.schema import STATUS_VALUES, US_STATES
 from realty.settings import Settings
 from ui import charts, formatting
 from ui.client import BackendError, RegistryClient, ServingClient
 from ui.presets import COCO_CLASSES, DETECTORS, PRESETS, PRESETS_BY_LABEL
 
-RULES = CleaningRules()  # the form's bounds are the ones CLEAN applies to listings
 UNEXPLAINABLE = 409  # serving's answer when the version has no trees to explain
 
 INTRO = """# realty
@@ -46,20 +44,16 @@ def price_tab(serving: ServingClient) -> None:
         status = gr.Dropdown(list(STATUS_VALUES), value="for_sale", label="Status")
         state = gr.Dropdown(list(US_STATES), value=None, label="State", elem_id="price-state")
         city = gr.Textbox(label="City", elem_id="price-city")
-        zip_code = gr.Textbox(label="Zip code (optional)", max_length=5)
+        zip_code = gr.Textbox(label="Zip code (optional)", max_length=5, placeholder="e.g. 95136")
     with gr.Row():
-        rooms = {"minimum": 0, "maximum": RULES.max_rooms, "precision": 0}
-        bed = gr.Number(label="Bedrooms", **rooms)
-        bath = gr.Number(label="Bathrooms", **rooms)
-        house_size = gr.Number(
-            label="Living area (sq ft)", minimum=RULES.min_house_size,
-            maximum=RULES.max_house_size,
-        )  # fmt: skip
-        acre_lot = gr.Number(label="Lot (acres)", minimum=0, maximum=RULES.max_acre_lot, step=0.01)
+        bed = _number_box("bed", "e.g. 3")
+        bath = _number_box("bath", "e.g. 2")
+        house_size = _number_box("house_size", "sq ft, e.g. 1500")
+        acre_lot = _number_box("acre_lot", "acres, e.g. 0.25")
     with gr.Row():
-        prev_sold_date = gr.Textbox(label="Last sold (YYYY-MM-DD, optional)")
-        brokered_by = gr.Number(label="Broker id (optional)", minimum=0, precision=0)
-        street = gr.Number(label="Street id (optional)", minimum=0, precision=0)
+        prev_sold_date = gr.Textbox(label="Last sold (optional)", placeholder="YYYY-MM-DD")
+        brokered_by = _number_box("brokered_by", "e.g. 22611")
+        street = _number_box("street", "e.g. 1758218")
     fields = [
         status, state, city, zip_code, bed, bath, house_size, acre_lot, prev_sold_date,
         brokered_by, street,
@@ -110,6 +104,12 @@ def _price_only(
     price = float(predicted["predictions"][0]["price"])
     text = formatting.price_markdown(price, predicted["model"], listed)
     return f"{text}\n\nNo chart for this version: {why}", None
+
+
+def _number_box(name: str, example: str) -> gr.Textbox:
+    """An optional number: a text box, because a number box cannot be left empty."""
+    field = formatting.NUMBER_FIELDS[name]
+    return gr.Textbox(label=f"{field.label} (optional)", placeholder=example)
 
 
 def _listed_price(label: str | None, listing: dict[str, Any]) -> float | None:
@@ -203,7 +203,7 @@ def drift_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> No
     )
     refresh = gr.Button("Refresh", size="sm")
     note = gr.Markdown(elem_id="drift-note")
-    chart = gr.Plot(label="Drift scores across batches")
+    chart = gr.Plot(label="Drift scores across batches", elem_id="drift-chart")
     table = gr.Markdown(elem_id="drift-table")
 
     def load() -> tuple[Any, ...]:

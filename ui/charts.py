@@ -25,6 +25,7 @@ FEATURE_NAMES: dict[str, tuple[str, Callable[[float], str]]] = {
     "loc_log_ppsf": ("typical price per sq ft of the area", lambda v: dollars(math.exp(v))),
     "zip_number": ("zip code as a number", lambda v: f"{v:05.0f}"),
     "zip3": ("zip region", str),
+    "city": ("city", lambda v: ", ".join(reversed(str(v).split("|", 1)))),  # "state|city"
     "brokered_by": ("broker", str),
     "bed": ("bedrooms", lambda v: f"{v:.0f}"),
     "bath": ("bathrooms", lambda v: f"{v:.0f}"),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from realty.cleaning import CleaningRules
 from ui.client import ModelVersion
 
 # The form's listing fields in the order the tabs show them; price is what gets predicted.
@@ -19,7 +21,27 @@ LISTING_FIELDS: tuple[str, ...] = (
     "prev_sold_date", "brokered_by", "street",
 )  # fmt: skip
 REQUIRED_FIELDS: tuple[str, ...] = ("status", "state", "city")
-INTEGER_FIELDS: frozenset[str] = frozenset({"bed", "bath", "brokered_by", "street"})
+_RULES = CleaningRules()  # the form accepts what CLEAN accepts
+
+
+@dataclass(frozen=True)
+class NumberField:
+    label: str  # as the form names it
+    low: float
+    high: float | None
+    whole: bool
+
+
+NUMBER_FIELDS: dict[str, NumberField] = {
+    "bed": NumberField("Bedrooms", 0, _RULES.max_rooms, whole=True),
+    "bath": NumberField("Bathrooms", 0, _RULES.max_rooms, whole=True),
+    "house_size": NumberField(
+        "Living area", _RULES.min_house_size, _RULES.max_house_size, whole=False
+    ),
+    "acre_lot": NumberField("Lot", 0, _RULES.max_acre_lot, whole=False),
+    "brokered_by": NumberField("Broker id", 0, None, whole=True),
+    "street": NumberField("Street id", 0, None, whole=True),
+}
 _ZIP = re.compile(r"^\d{5}$")
 _DIFF_SECTION = re.compile(r"^## Changes since the previous version\n(.*?)(?=^## |\Z)", re.M | re.S)
 
@@ -29,17 +51,17 @@ def dollars(value: float | None) -> str:
 
 
 def listing_from_form(values: dict[str, Any]) -> dict[str, Any]:
-    """The listing to post: empty fields left out, numbers typed, text trimmed.
+    """The listing to post: empty fields left out, numbers read and checked, text trimmed.
 
     Raises ValueError with a sentence for the person filling the form."""
     listing: dict[str, Any] = {}
     for name in LISTING_FIELDS:
         value = values.get(name)
         if isinstance(value, str):
-            value = value.strip()
-        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            value = value.strip().replace(",", "") if name in NUMBER_FIELDS else value.strip()
+        if value is None or value == "":
             continue
-        listing[name] = int(value) if name in INTEGER_FIELDS else value
+        listing[name] = _number(NUMBER_FIELDS[name], value) if name in NUMBER_FIELDS else value
     missing = [name.replace("_", " ") for name in REQUIRED_FIELDS if name not in listing]
     if missing:
         raise ValueError(f"Please fill in: {', '.join(missing)}.")
@@ -55,9 +77,26 @@ def listing_from_form(values: dict[str, Any]) -> dict[str, Any]:
     return listing
 
 
-def form_from_listing(listing: dict[str, Any]) -> list[Any]:
+def _number(field: NumberField, value: Any) -> int | float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{field.label} is a number (or leave it empty).") from None
+    above = field.high is not None and number > field.high
+    if not math.isfinite(number) or number < field.low or above:
+        if field.high is None:
+            raise ValueError(f"{field.label} is {field.low:,.0f} or more.")
+        raise ValueError(f"{field.label} is between {field.low:,.0f} and {field.high:,.0f}.")
+    if field.whole:
+        if not number.is_integer():
+            raise ValueError(f"{field.label} is a whole number.")
+        return int(number)
+    return number
+
+
+def form_from_listing(listing: dict[str, Any]) -> list[str]:
     """The form's values (``LISTING_FIELDS`` order) for a listing; absent fields are empty."""
-    return [listing.get(name) for name in LISTING_FIELDS]
+    return ["" if listing.get(name) is None else str(listing[name]) for name in LISTING_FIELDS]
 
 
 def model_line(model: dict[str, Any]) -> str:
@@ -149,7 +188,7 @@ def recorded_diff(markdown: str) -> str:
 
 
 BATCH_COLUMNS: tuple[str, ...] = (
-    "batch", "landed", "clean", "rejected", "verdict", "reasons", "compared with", "trained",
+    "batch", "landed", "clean", "rejected", "verdict", "reasons", "judged against", "trained",
     "gate", "production after",
 )  # fmt: skip
 
@@ -165,7 +204,7 @@ def batch_rows(batches: list[dict[str, Any]]) -> list[list[Any]]:
                 _count(b.get("rows_clean")),
                 _count(b.get("rows_rejected")),
                 b.get("verdict") or "not judged yet",
-                "; ".join(b.get("reasons") or []) or "-",
+                "; ".join(_short(reason) for reason in b.get("reasons") or []) or "-",
                 _version(b.get("compared_with_version")),
                 _trained(b),
                 {True: "promoted", False: "rejected", None: "-"}[b.get("promoted")],
@@ -173,6 +212,11 @@ def batch_rows(batches: list[dict[str, Any]]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def _short(text: str, most: int = 90) -> str:
+    """The start of a long reason (the table stays readable; the words say enough)."""
+    return text if len(text) <= most else text[: most - 1].rstrip() + "…"
 
 
 def _count(value: int | None) -> str:

@@ -36,11 +36,24 @@ def test_empty_optional_fields_are_left_out_and_numbers_typed() -> None:
         ({"state": None, "status": None}, "Please fill in: status, state."),
         ({"zip_code": "9513"}, "zip code has 5 digits"),
         ({"prev_sold_date": "16/11/2021"}, "date like 2021-11-16"),
+        ({"bed": "three"}, "Bedrooms is a number"),
+        ({"bath": "2.5"}, "Bathrooms is a whole number"),
+        ({"house_size": "20"}, "Living area is between 100 and 50,000"),
+        ({"acre_lot": "-1"}, "Lot is between 0 and 50,000"),
+        ({"street": "-3"}, "Street id is 0 or more"),
     ],
 )
 def test_bad_forms_are_explained(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         formatting.listing_from_form(form(**values))
+
+
+def test_numbers_typed_as_text_are_read() -> None:
+    listing = formatting.listing_from_form(form(house_size="1,800", bed=" 3 ", acre_lot="0.25"))
+    assert (listing["house_size"], listing["bed"], listing["acre_lot"]) == (1800.0, 3, 0.25)
+    assert formatting.form_from_listing(listing)[:7] == [
+        "for_sale", "Texas", "Houston", "", "3", "", "1800.0",
+    ]  # fmt: skip
 
 
 def test_every_preset_is_a_valid_listing_that_round_trips_through_the_form() -> None:
@@ -143,6 +156,9 @@ def test_batch_rows() -> None:
     ]  # fmt: skip
     assert second[4:9] == ["keep", "-", "v1", "no", "-"]
     assert third[2:5] == ["-", "-", "not judged yet"]
+    long = {**BATCHES[1], "reasons": ["x" * 200, "short"]}
+    (row,) = formatting.batch_rows([long])
+    assert row[5] == "x" * 89 + "…; short"
 
 
 def test_drift_figure_draws_the_scores_and_marks_the_retrains() -> None:
@@ -212,3 +228,13 @@ def test_sketch_png_is_dark_ink_on_white_and_none_when_blank() -> None:
     picture = Image.open(io.BytesIO(formatting.sketch_png({"composite": canvas})))
     pixels = np.asarray(picture)
     assert picture.mode == "L" and pixels[140, 140] == 0 and pixels[10, 10] == 255
+
+
+def test_feature_labels_are_in_words() -> None:
+    assert charts.feature_label("log_house_size", 7.0) == "living area = 1,097 sq ft"
+    assert (
+        charts.feature_label("city", "New York|Staten Island") == "city = Staten Island, New York"
+    )
+    assert charts.feature_label("zip3", "__missing__") == "zip region unknown"
+    assert charts.feature_label("bed", None) == "bedrooms unknown"
+    assert charts.feature_label("status", "sold") == "status = sold"

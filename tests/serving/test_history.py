@@ -1,0 +1,148 @@
+"""GET /v1/batches: batches landed, cleaned and judged by the platform's own code, read back over
+real HTTP (uvicorn) from the test PostgreSQL server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from mlflow import MlflowClient
+
+from realty.clean_store import clean_landed_batch, read_clean_listings
+from realty.data_api import FetchedBatch
+from realty.drift import DriftThresholds, PerformanceDrift, ReferenceProfile, drift_report
+from realty.landing import land_payload
+from realty.monitoring import Verdict, store_verdict
+from realty.sandbox import free_port
+from realty.schema import LISTING_COLUMNS
+from realty.settings import Settings
+from serving.routes import history
+from serving.sandbox import REALTOR_SAMPLE
+
+pytestmark = pytest.mark.integration
+
+ROWS_PER_BATCH = 600
+
+
+def sample_rows(skip: int) -> list[list[str | None]]:
+    """Real listings of the sample, each with a street id of its own: CLEAN keeps a listing
+    once per database, and the session's other tests land the same sample."""
+    with gzip.open(REALTOR_SAMPLE, "rt") as handle:
+        frame = pd.read_csv(
+            handle, dtype=str, keep_default_na=False, skiprows=range(1, skip + 1),
+            nrows=ROWS_PER_BATCH,
+        )  # fmt: skip
+    frame["street"] = [str(random.randrange(10**9, 10**10)) for _ in range(len(frame))]
+    return [[value or None for value in row] for row in frame[list(LISTING_COLUMNS)].values]
+
+
+def land(conn: psycopg.Connection, group: int, number: int) -> str:
+    rows = sample_rows(skip=number * ROWS_PER_BATCH)
+    body = json.dumps({"group_number": group, "day": "Tuesday", "batch_number": number,
+                       "data": rows}).encode()  # fmt: skip
+    batch = FetchedBatch(group, "Tuesday", number, body, rows)
+    return land_payload(conn, batch, "http://test").key
+
+
+@pytest.fixture(scope="module")
+def judged_batches(production_models) -> dict[str, object]:
+    return land_and_judge(production_models.settings, production_models.price_version)
+
+
+def land_and_judge(settings: Settings, production_version: str) -> dict[str, object]:
+    """Three batches of a fresh stream, through the platform's landing, cleaning and drift code:
+    the first trained v41 (initial), the second was judged against production, the third is
+    only landed."""
+    group = random.randint(1_000, 1_000_000)  # a stream no other test uses
+    with (
+        psycopg.connect(settings.database_url("raw_data")) as raw,
+        psycopg.connect(settings.database_url("clean_data")) as clean,
+    ):
+        keys = [land(raw, group, number) for number in (1, 2, 3)]
+        accounts = [clean_landed_batch(raw, clean, key) for key in keys[:2]]
+        first, second = (read_clean_listings(clean, [key]) for key in keys[:2])
+        store_verdict(clean, Verdict(keys[0], drift_report(None, first), None))
+        clean.execute(
+            "INSERT INTO model_decisions (batch_key, trigger, reasons, snapshot_hash, "
+            "mlflow_run_id, candidate_version, candidate_metrics, promoted, decision_reason, "
+            "production_version) VALUES (%s, 'initial', '[\"initial baseline\"]', 'h', 'r', "
+            "'41', '{}', true, 'no production model yet', '41')",
+            (keys[0],),
+        )
+        production = MlflowClient(settings.mlflow_url).get_model_version(
+            settings.price_model_name, production_version
+        )
+        performance = PerformanceDrift({"mae_log": 0.5}, {"mae_log": 0.4})
+        report = drift_report(
+            ReferenceProfile.from_frame(first), second, DriftThresholds(min_rows=10), performance
+        )
+        store_verdict(clean, Verdict(keys[1], report, production))
+    return {"keys": keys, "accounts": accounts, "report": report, "version": production.version}
+
+
+def test_batches_tell_rows_verdicts_scores_and_decisions(serving_server, judged_batches) -> None:
+    response = httpx.get(f"{serving_server.url}/v1/batches", timeout=30)
+    assert response.status_code == 200
+    by_key = {b["batch_key"]: b for b in response.json()["batches"]}
+    first, second, third = (by_key[key] for key in judged_batches["keys"])
+    ordered = [b["batch_key"] for b in response.json()["batches"]]
+    assert ordered.index(first["batch_key"]) < ordered.index(second["batch_key"])
+
+    for batch, account in zip((first, second), judged_batches["accounts"], strict=True):
+        assert batch["rows_landed"] == ROWS_PER_BATCH
+        assert (batch["rows_clean"], batch["rows_rejected"]) == (
+            account.clean_rows,
+            account.rejected_rows,
+        )
+        assert batch["rows_clean"] + batch["rows_rejected"] == ROWS_PER_BATCH
+
+    assert first["verdict"] == "retrain" and first["reasons"] == ["initial baseline"]
+    assert (first["trained"], first["trigger"], first["promoted"]) == (True, "initial", True)
+    assert first["production_version"] == "41"
+
+    report = judged_batches["report"]
+    assert second["verdict"] == ("retrain" if report.retrain else "keep")
+    assert second["reasons"] == report.reasons
+    assert second["compared_with_version"] == judged_batches["version"]
+    assert second["trained"] is False and second["production_version"] == judged_batches["version"]
+    scores = second["scores"]
+    top = max(report.features, key=lambda f: f.psi)
+    assert (scores["max_psi_feature"], scores["max_feature_psi"]) == (top.feature, top.psi)
+    assert scores["target_psi"] == pytest.approx(report.target.psi)
+    assert scores["unseen_city_share"] == pytest.approx(report.unseen["city"].share)
+    assert scores["mae_change"] == pytest.approx(0.25)
+
+    assert third["rows_clean"] is None and third["verdict"] is None and third["scores"] is None
+
+
+@pytest.fixture
+def history_without_database(pg_settings) -> Iterator[str]:
+    """The history router alone, configured for a PostgreSQL server that is not there."""
+    app = FastAPI()
+    app.state.settings = pg_settings.model_copy(update={"pg_port": free_port()})
+    app.include_router(history.router)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join()
+
+
+def test_a_database_that_is_down_answers_503_with_a_reason(history_without_database) -> None:
+    response = httpx.get(f"{history_without_database}/v1/batches", timeout=30)
+    assert response.status_code == 503
+    assert "raw_data database is not reachable" in response.json()["detail"]
