@@ -1,0 +1,102 @@
+"""Memory of one serving process with its production models loaded, for the Kubernetes requests
+and limits (deploy/k8s/serving.yaml): resident set size after start, and its peak while
+answering price requests, sampled every 50 ms.
+
+    python bench/serving_memory.py [--requests 2000] [--rows 20000]
+
+It starts PostgreSQL and MLflow in a temporary home, registers a price version trained on
+``--rows`` real listings and the digits model (serving.sandbox, as the serving tests do), runs
+``realty serve`` (one worker) and sends single-listing requests from a few threads.
+Writes bench/results/serving_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+
+from realty.price_model import client_example
+from realty.sandbox import make_settings
+from realty.stack import Stack
+from serving.sandbox import (
+    ServingProcess,
+    real_clean_listings,
+    register_digits_model,
+    register_price_model,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serving_memory.json"
+MB = 1024 * 1024
+
+
+def rss_mb(process: psutil.Process) -> float:
+    """The process and its children (uvicorn may fork), in MB."""
+    tree = [process, *process.children(recursive=True)]
+    return sum(p.memory_info().rss for p in tree) / MB
+
+
+def measure(url: str, pid: int, listings: list[dict], requests: int) -> dict:
+    process = psutil.Process(pid)
+    idle = rss_mb(process)
+    peak = idle
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, rss_mb(process))
+
+    def send(i: int) -> None:
+        body = {"listings": [listings[i % len(listings)]]}
+        httpx.post(f"{url}/v1/price/predict", json=body, timeout=30).raise_for_status()
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(send, range(requests)))
+    done.set()
+    sampler.join()
+    return {"rss_after_start_mb": round(idle, 1), "rss_peak_mb": round(peak, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=20_000, help="listings to train on")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="realty-bench-memory-") as home:
+        settings = make_settings(Path(home))
+        stack = Stack(settings, only=("postgres", "mlflow"))
+        stack.start()
+        try:
+            os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
+            clean = real_clean_listings(args.rows)
+            version = register_price_model(settings, clean, iterations=300)
+            register_digits_model(settings)
+            listings = client_example(clean.head(200)).to_dict("records")
+            with ServingProcess(settings) as serving:
+                report = measure(serving.url, serving.process.pid, listings, args.requests)
+        finally:
+            stack.stop()
+    report["setup"] = {
+        "model": f"{settings.price_model_name} v{version} + digits",
+        "requests": args.requests,
+        "workers": 1,
+        "cpus": os.cpu_count(),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
