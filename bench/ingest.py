@@ -3,8 +3,9 @@
 Both paths start from the same parsed payload and write into the same PostgreSQL server in the
 same run; each runs in its own process so that its peak RSS is its own. The two paths alternate
 (platform, to_sql, platform, ...) so that load from other processes hits both alike; min and
-median of each, and the ratio of the medians, come from the same run. Writes
-``bench/results/ingest.json``.
+median of each, and the ratio of the medians, come from the same run. The landing's CPU seconds
+(client, and the server backend it talks to) are reported too: load from other processes
+changes them far less than wall time. Writes ``bench/results/ingest.json``.
 
     python bench/ingest.py [--rows 300000] [--repeats 5]
 """
@@ -30,6 +31,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process on this machine (the server's backend)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_platform(settings, body: bytes, key_suffix: str) -> dict:
     """Land the payload with its rows in RAW, clean it into CLEAN."""
     from dataclasses import replace
@@ -42,14 +49,20 @@ def run_platform(settings, body: bytes, key_suffix: str) -> dict:
     batch = parse_body(body)
     batch = replace(batch, day=f"{batch.day}{key_suffix}")  # a fresh key per repeat
     with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+        backend = raw.info.backend_pid
+        server_cpu, client_cpu = cpu_seconds(backend), time.process_time()
         start = time.perf_counter()
         land_payload(raw, batch, "bench")
         landed = time.perf_counter()
+        # CPU time is what load from other processes changes least: the landing's own cost.
+        server_cpu, client_cpu = cpu_seconds(backend) - server_cpu, time.process_time() - client_cpu
         account = clean_landed_batch(raw, clean, batch.key)
         done = time.perf_counter()
     return {
         "rows": len(batch.data),
         "landing_seconds": landed - start,
+        "landing_client_cpu_seconds": client_cpu,
+        "landing_server_cpu_seconds": server_cpu,
         "landing_clean_seconds": done - start,
         "clean_rows": account.clean_rows,
     }
@@ -145,9 +158,11 @@ def main() -> None:
         for repeat in range(args.repeats):
             platform.append(in_child("platform", body_file, settings, f"r{repeat}"))
             to_sql.append(in_child("to_sql", body_file, settings))
+            landed, to_sql_s = platform[-1], to_sql[-1]["seconds"]
             print(
-                f"run {repeat + 1}/{args.repeats}: landing {platform[-1]['landing_seconds']:.3f} s,"
-                f" to_sql {to_sql[-1]['seconds']:.3f} s",
+                f"run {repeat + 1}/{args.repeats}: landing {landed['landing_seconds']:.3f} s "
+                f"(CPU: client {landed['landing_client_cpu_seconds']:.3f} s, "
+                f"server {landed['landing_server_cpu_seconds']:.3f} s), to_sql {to_sql_s:.3f} s",
                 flush=True,
             )
     finally:
@@ -175,6 +190,12 @@ def main() -> None:
         "to_sql_seconds_min": round(min(baseline), 3),
         "runs": {
             "landing_seconds": [round(s, 3) for s in landing],
+            "landing_client_cpu_seconds": [
+                round(p["landing_client_cpu_seconds"], 3) for p in platform
+            ],
+            "landing_server_cpu_seconds": [
+                round(p["landing_server_cpu_seconds"], 3) for p in platform
+            ],
             "landing_clean_seconds": [round(s, 3) for s in full],
             "to_sql_seconds": [round(s, 3) for s in baseline],
         },
