@@ -26,6 +26,15 @@ changed batch after batch, and try the vision models on your own pictures.
 """
 
 
+# History tables: short cells on one line, the long ones (reasons, the gate's) wrap.
+CSS = """
+#models-table td, #models-table th, #drift-table td, #drift-table th { white-space: nowrap; }
+#models-table td:nth-child(4), #models-table td:nth-child(8), #drift-table td:nth-child(6) {
+  white-space: normal; min-width: 16em;
+}
+"""
+
+
 def _problem(error: Exception) -> str:
     return f"**{error}**"
 
@@ -320,6 +329,7 @@ def launch(settings: Settings, block: bool = True) -> gr.Blocks:
         show_error=True,
         quiet=True,
         footer_links=[],
+        css=CSS,
         share=False,
     )
     return demo

@@ -142,13 +142,16 @@ def drift_figure(batches: list[dict[str, Any]], psi_threshold: float | None = No
     figure = Figure(figsize=(9, 3.8), layout="constrained")
     axes = figure.add_subplot()
     numbers = [b["batch_number"] for b in judged]
+    highest = psi_threshold or 0.0
     for key, label in DRIFT_LINES:
         values = [b["scores"].get(key) for b in judged]
         if any(v is not None for v in values):
             points = [math.nan if v is None else v for v in values]
             axes.plot(numbers, points, marker="o", markersize=4, label=label)
+            highest = max(highest, *(v for v in values if v is not None))
     if psi_threshold is not None:
         axes.axhline(psi_threshold, color="grey", linestyle=":", label="PSI that retrains")
+    axes.set_ylim(min(0.0, axes.get_ylim()[0]), 1.3 * highest or 1.0)  # room for the tags
     for b in batches:
         if b.get("trained"):
             promoted = b.get("promoted")
@@ -158,7 +161,7 @@ def drift_figure(batches: list[dict[str, Any]], psi_threshold: float | None = No
             )  # fmt: skip
             tag = f"v{b.get('candidate_version')}" + (" promoted" if promoted else "")
             axes.annotate(
-                tag, (b["batch_number"], 1.0), xycoords=("data", "axes fraction"),
+                tag, (b["batch_number"], 0.98), xycoords=("data", "axes fraction"),
                 rotation=90, va="top", ha="right", fontsize=8,
             )  # fmt: skip
     axes.set_xlabel("batch")

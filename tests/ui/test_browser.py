@@ -34,8 +34,10 @@ def live_ui(serving_server, production_models, tmp_path_factory) -> str:
 
 def choose(page, elem_id: str, option: str) -> None:
     """Pick ``option`` in the Gradio dropdown ``#elem_id``."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).filter(visible=True).click()
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    options = page.locator(f"[id='{box.get_attribute('aria-controls')}']")
+    options.get_by_role("option", name=option, exact=True).click()
 
 
 def wait_for_text(page, elem_id: str, pattern: str) -> str:
