@@ -314,3 +314,33 @@ def test_the_kubernetes_manifests_expose_serving_with_probes_and_autoscaling() -
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = {Path(p).name for p in kustomization["resources"]}
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_the_workspace_reaches_the_code_server_in_compose_and_on_the_cluster() -> None:
+    [location] = yaml.safe_load((DOCKER / "dagster" / "workspace.yaml").read_text())["load_from"]
+    host, port = location["grpc_server"]["host"], location["grpc_server"]["port"]
+    assert host in compose()["services"]
+    services = {o["metadata"]["name"]: o for o in manifests() if o["kind"] == "Service"}
+    assert port in {p["port"] for p in services[host]["spec"]["ports"]}
+    code = final_stages(DOCKERFILE)["code"]
+    assert str(port) in code.last("EXPOSE").split()
+
+
+def test_compose_restates_the_settings_an_image_sets() -> None:
+    """Compose also passes ../.env, where a setting copied empty from .env.example would hide the
+    image's value: what an image sets (besides its port) compose sets again."""
+    services = our_compose_services()
+    for name, service in services.items():
+        target = service["build"].get("target")
+        if target is None:  # the MLflow image sets no REALTY_ variable
+            continue
+        stage = final_stages(DOCKERFILE)[target]
+        image_env = {
+            assignment.split("=")[0]
+            for keyword, args in stage.instructions
+            if keyword == "ENV"
+            for assignment in args.split()
+        }
+        restated = set(service.get("environment", compose_platform_env()))
+        missing = {n for n in image_env if n.startswith("REALTY_") and not n.endswith("_PORT")}
+        assert missing <= restated, (name, missing - restated)
