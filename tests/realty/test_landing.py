@@ -31,19 +31,34 @@ from source.generator import generate_batch
 WIDTH = len(LISTING_COLUMNS)
 COLUMNS = ("batch_key", "row_index", *LISTING_COLUMNS)
 _keys = itertools.count()
+DAY_PREFIX = "landingtest"  # every batch these tests write has a day starting with it
 
 
 @pytest.fixture(scope="module")
-def raw(pg_settings):
+def raw_conn(pg_settings):
     with psycopg.connect(pg_settings.database_url("raw_data"), autocommit=True) as conn:
         yield conn
 
 
+@pytest.fixture
+def raw(raw_conn):
+    """The RAW database; what the test landed is removed after it, so that the source sensor
+    of other tests on this server does not find these batches."""
+    yield raw_conn
+    pattern = f"g1-{DAY_PREFIX}%"
+    raw_conn.execute("DELETE FROM raw_listings WHERE batch_key LIKE %s", (pattern,))
+    raw_conn.execute("DELETE FROM raw_batches WHERE batch_key LIKE %s", (pattern,))
+
+
+def fresh_day(name: str) -> str:
+    return f"{DAY_PREFIX}{name}{next(_keys)}"
+
+
 def fresh_key(name: str) -> str:
-    return f"g1-{name}{next(_keys)}-b001"
+    return f"g1-{fresh_day(name)}-b001"
 
 
-def batch_of(rows: list, day: str = "landing") -> FetchedBatch:
+def batch_of(rows: list, day: str = DAY_PREFIX) -> FetchedBatch:
     """A batch as the client makes it: the rows through JSON and back."""
     body = orjson.dumps({"group_number": 1, "day": day, "batch_number": 1, "data": rows})
     return parse_body(body)
@@ -58,7 +73,7 @@ def stored_rows(conn: psycopg.Connection, key: str) -> list[tuple]:
 def land_both_ways(conn: psycopg.Connection, data: list) -> tuple[list[tuple], list[tuple]]:
     """The rows of ``data`` written by the landing path and by psycopg's write_row, each under
     its own key; returned without the key, to compare."""
-    batch = FetchedBatch(1, "landing", 1, b"", data)
+    batch = FetchedBatch(1, DAY_PREFIX, 1, b"", data)
     new, old = fresh_key("new"), fresh_key("old")
     with conn.transaction():
         _write_rows(conn, new, batch)
@@ -174,7 +189,7 @@ def test_chunks_fall_back_one_by_one(raw, monkeypatch) -> None:
 
 
 def test_landing_stores_the_body_compressed_and_reads_it_back(raw) -> None:
-    batch = batch_of(generate_batch(1, "landing", 2, 500, 10), day=f"body{next(_keys)}")
+    batch = batch_of(generate_batch(1, "landing", 2, 500, 10), day=fresh_day("body"))
     landed = land_payload(raw, batch, "http://source")
     assert landed.new and landed.row_count == 500
     body, encoding = raw.execute(
@@ -208,7 +223,7 @@ def test_rows_are_respread_from_a_body_stored_as_is(raw) -> None:
 def test_a_batch_lands_whole_or_not_at_all(raw) -> None:
     """A row the server refuses (NUL in text) in the last chunk: no batch row, no rows."""
     rows = generate_batch(1, "landing", 3, CHUNK_ROWS + 10, 10)
-    batch = batch_of(rows, day=f"atomic{next(_keys)}")
+    batch = batch_of(rows, day=fresh_day("atomic"))
     batch.data[-1][7] = "bad\x00city"
     with pytest.raises(psycopg.DataError):
         land_payload(raw, batch, "http://source")
