@@ -31,9 +31,8 @@ def copy_version(client: MlflowClient, name: str, source_name: str, version: str
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    copy = client.create_model_version(
-        name, source.source, run_id=source.run_id, model_id=source.model_id
-    )
+    model_id = source.source.removeprefix("models:/")  # MLflow 3: models:/<logged model id>
+    copy = client.create_model_version(name, source.source, run_id=source.run_id, model_id=model_id)
     return copy.version
 
 
