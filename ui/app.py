@@ -154,10 +154,11 @@ def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> No
             message = f"No version of {model_name} is registered yet: the first batch trains one."
             return message, "", gr.update(choices=[]), gr.update(choices=[])
         production = next((v for v in versions if "production" in v.aliases), None)
+        count = f"{len(versions)} version{'' if len(versions) == 1 else 's'}"
         message = (
-            f"{len(versions)} versions; production is **v{production.version}**."
+            f"{count}; production is **v{production.version}**."
             if production
-            else f"{len(versions)} versions; none is in production yet."
+            else f"{count}; none is in production yet."
         )
         choices = [f"v{v.version}" for v in versions]
         older = choices[1] if len(choices) > 1 else choices[0]

@@ -168,3 +168,5 @@ def test_a_stopped_backend_is_said_in_plain_words_and_the_rest_works(
     page.get_by_role("tab", name="Models").click()  # MLflow is up: this tab still works
     wait_for_text(page, "models-note", r"production is")
     assert f"v{production_models.price_version}" in page.locator("#models-table").inner_text()
+    page.get_by_role("tab", name="Price").click()  # the screenshot shows the message
+    expect(page.locator("#price-answer")).to_contain_text("not reachable")
