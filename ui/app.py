@@ -7,6 +7,7 @@ events; every model answer comes from the serving API and every history from ser
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from realty.settings import Settings
 from ui import charts, formatting
 from ui.client import BackendError, RegistryClient, ServingClient
 from ui.presets import COCO_CLASSES, DETECTORS, PRESETS, PRESETS_BY_LABEL
+
+log = logging.getLogger(__name__)
 
 UNEXPLAINABLE = 409  # serving's answer when the version has no trees to explain
 
@@ -323,6 +326,12 @@ def launch(settings: Settings, block: bool = True) -> gr.Blocks:
     """Serve the app on ``settings.host:settings.ui_port``; ``block=False`` returns at once."""
     demo = build_app(settings)
     demo.queue(default_concurrency_limit=4)
+    log.info(
+        "web app on %s (serving API %s, MLflow %s)",
+        settings.ui_url,
+        settings.ui_serving_url or settings.serving_url,
+        settings.ui_mlflow_url or settings.mlflow_url,
+    )
     demo.launch(
         server_name=settings.host,
         server_port=settings.ui_port,
