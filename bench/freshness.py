@@ -110,12 +110,12 @@ def breakdown(instance, settings, key: str, t0: float, t_production: float) -> d
     marks = [
         ("wait for the source sensor and fetch", t0),
         ("land in RAW, partition, request the ingest run", fetched),
-        ("queue and launch the ingest run", ingest.create_timestamp),
+        ("queue and launch the ingest run", ingest.create_timestamp.timestamp()),
         ("raw_batch", ingest_steps["raw_batch"][0]),
         ("clean_batch", ingest_steps["clean_batch"][0]),
         ("drift_report", ingest_steps["drift_report"][0]),
         ("finish the ingest run, wait for the drift sensor", ingest_steps["drift_report"][1]),
-        ("queue and launch the train run", train.create_timestamp),
+        ("queue and launch the train run", train.create_timestamp.timestamp()),
         ("candidate_model (train, log, register)", train_steps["candidate_model"][0]),
         ("production_model (gate, alias)", train_steps["production_model"][0]),
     ]
