@@ -17,6 +17,8 @@ from realty_assets.checks import FRESHNESS_CHECKS
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
 
+RUN_KEY_TAG = "dagster/run_key"  # what the daemon tags a sensor's run with
+
 ASSETS = [
     raw_batch,
     clean_batch,
@@ -53,20 +55,31 @@ class Loop:
         return result
 
     def tick(self, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
-        """One tick of ``sensor``, with its partitions added; the runs it requests."""
+        """One tick of ``sensor``, with its partitions added; the runs it requests, except those
+        whose run key already has a run (the daemon drops them too: other tests' verdicts)."""
         result = self.evaluate(sensor)
+        requests = []
         if isinstance(result, dg.SensorResult):
             for request in result.dynamic_partitions_requests:
                 self.instance.add_dynamic_partitions(
                     batch_partitions.name, list(request.partition_keys)
                 )
-            return result.run_requests
-        return [result] if isinstance(result, dg.RunRequest) else []
+            requests = result.run_requests
+        elif isinstance(result, dg.RunRequest):
+            requests = [result]
+        return [request for request in requests if not self._already_run(request)]
+
+    def _already_run(self, request: dg.RunRequest) -> bool:
+        if request.run_key is None:
+            return False
+        runs = dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key})
+        return bool(self.instance.get_run_records(runs, limit=1))
 
     def run(self, request: dg.RunRequest, default_job: str) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(request.job_name or default_job)
+        tags = {**request.tags, **({RUN_KEY_TAG: request.run_key} if request.run_key else {})}
         result = job.execute_in_process(
-            instance=self.instance, partition_key=request.partition_key, tags=request.tags
+            instance=self.instance, partition_key=request.partition_key, tags=tags
         )
         assert result.success
         return result
