@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from realty.copy_text import copy_text_chunks
 from realty.data_api import DataApiClient, FetchedBatch, parse_body
@@ -122,7 +123,9 @@ def landed_keys(conn: psycopg.Connection) -> list[str]:
 def _write_rows(conn: psycopg.Connection, key: str, batch: FetchedBatch) -> None:
     with conn.cursor() as cur, paused_gc():
         cur.execute("DELETE FROM raw_listings WHERE batch_key = %s", (key,))
-        with cur.copy(_COPY_ROWS) as copy:
+        # A writer thread sends each chunk while the next one is formatted: a plain write of
+        # 4 MB returns only once the server has read most of it, which would serialise the two.
+        with cur.copy(_COPY_ROWS, writer=QueuedLibpqWriter(cur)) as copy:
             for text in copy_text_chunks(key, batch):
                 copy.write(text)
 
