@@ -1,5 +1,7 @@
 """The 8x8 digits classifier the serving layer hosts for the course's digit clients."""
 
+from importlib import metadata
+
 import dagster as dg
 import mlflow as mlflow_api
 
@@ -7,6 +9,7 @@ from realty import registry
 from realty.digits import train_digits
 from realty_assets.resources import MlflowResource
 
+REQUIREMENTS = ("scikit-learn", "numpy")
 SKOPS_TRUSTED_TYPES = [
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._TemperatureScaling",
@@ -32,6 +35,8 @@ def digits_model(mlflow: MlflowResource) -> dg.MaterializeResult:
             input_example=result.x_test[:2],
             # skops (MLflow's safe default format) must be told the calibration wrapper's types.
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # Stated, not inferred: inference starts a subprocess that costs 30-70 s.
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
         )
     tags = {f"metric.{name}": f"{value:.6g}" for name, value in result.metrics.items()}
     version = registry.register(
