@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -63,6 +63,9 @@ bench-train-memory: install
 
 bench-detect: install
 	$(VENV)/bin/python bench/detect.py
+
+bench-serve: install
+	$(VENV)/bin/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .tools
