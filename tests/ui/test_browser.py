@@ -128,13 +128,16 @@ def test_models_tab_lists_the_versions_and_compares_their_shap(
 def test_data_and_drift_tab_shows_each_batch_and_the_scores(
     live_ui: str, page, production_models
 ) -> None:
-    from tests.serving.test_history import land_and_judge
+    from tests.serving.test_history import forget_batches, land_and_judge
 
     landed = land_and_judge(production_models.settings, production_models.price_version)
-    page.goto(live_ui)
-    page.get_by_role("tab", name="Data & drift").click()
-    wait_for_text(page, "drift-note", r"batches landed")
-    table = page.locator("#drift-table").inner_text()
+    try:
+        page.goto(live_ui)
+        page.get_by_role("tab", name="Data & drift").click()
+        wait_for_text(page, "drift-note", r"batches landed")
+        table = page.locator("#drift-table").inner_text()
+    finally:
+        forget_batches(production_models.settings, landed["keys"])
     first, second, third = landed["keys"]
     assert re.search(rf"{first}\s+600\s+\d+\s+\d+\s+retrain\s+initial baseline", table), table
     assert re.search(rf"{third}\s+600\s+-\s+-\s+not judged yet", table), table
