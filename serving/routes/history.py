@@ -102,6 +102,11 @@ def drift_scores(report: dict[str, Any]) -> DriftScores:
     )
 
 
+def _by_batch(settings: Settings, query: str) -> dict[str, tuple[Any, ...]]:
+    """CLEAN rows of ``query`` keyed by their first column, the batch key."""
+    return {row[0]: row[1:] for row in _rows(settings, "clean_data", query)}
+
+
 @router.get("/v1/batches", response_model=BatchesResponse)
 def batches(request: Request) -> BatchesResponse:
     """Every landed batch in landing order, with what cleaning, drift and the gate made of it."""
@@ -111,31 +116,19 @@ def batches(request: Request) -> BatchesResponse:
         "raw_data",
         "SELECT batch_key, batch_number, fetched_at, row_count FROM raw_batches ORDER BY seq",
     )
-    cleaned = {
-        row[0]: row[1:]
-        for row in _rows(
-            settings,
-            "clean_data",
-            "SELECT batch_key, clean_rows, rejected_rows, rejects_by_reason FROM clean_batches",
-        )
-    }
-    verdicts = {
-        row[0]: row[1:]
-        for row in _rows(
-            settings,
-            "clean_data",
-            "SELECT batch_key, retrain, reasons, report, production_version FROM drift_reports",
-        )
-    }
-    decisions = {
-        row[0]: row[1:]
-        for row in _rows(
-            settings,
-            "clean_data",
-            "SELECT batch_key, trigger, candidate_version, promoted, decision_reason, "
-            "production_version FROM model_decisions",
-        )
-    }
+    cleaned = _by_batch(
+        settings,
+        "SELECT batch_key, clean_rows, rejected_rows, rejects_by_reason FROM clean_batches",
+    )
+    verdicts = _by_batch(
+        settings,
+        "SELECT batch_key, retrain, reasons, report, production_version FROM drift_reports",
+    )
+    decisions = _by_batch(
+        settings,
+        "SELECT batch_key, trigger, candidate_version, promoted, decision_reason, "
+        "production_version FROM model_decisions",
+    )
     history = []
     for key, number, fetched_at, row_count in landed:
         batch = BatchHistory(
