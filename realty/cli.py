@@ -197,6 +197,54 @@ def migrate() -> None:
     console.print(f"databases ready (created: {', '.join(created) or 'none'})")
 
 
+dagster_app = typer.Typer(
+    help="Dagster's roles, one a container of the `code` image (`realty up` starts them itself).",
+    no_args_is_help=True,
+)
+app.add_typer(dagster_app, name="dagster")
+
+
+def _dagster_env(settings: Settings) -> dict[str, str]:
+    """The environment `realty up` gives its children, except what is set already
+    (DAGSTER_HOME and REALTY_DAGSTER_PG_URL in an image)."""
+    from realty.stack import service_env
+
+    return {**service_env(settings), **os.environ}
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """Become the role's process, so that a container's stop signal reaches Dagster itself."""
+    os.execve(argv[0], argv, env)
+
+
+@dagster_app.command("code-server")
+def dagster_code_server() -> None:
+    """The code location as a gRPC server on REALTY_HOST:REALTY_DAGSTER_CODE_PORT."""
+    from realty.dagster_roles import code_server_command
+
+    settings = get_settings()
+    _exec(code_server_command(settings), _dagster_env(settings))
+
+
+@dagster_app.command("webserver")
+def dagster_webserver() -> None:
+    """The Dagster UI on REALTY_HOST:REALTY_DAGSTER_PORT, for the workspace in DAGSTER_HOME."""
+    from realty.dagster_roles import webserver_command
+
+    settings = get_settings()
+    env = _dagster_env(settings)
+    _exec(webserver_command(settings, Path(env["DAGSTER_HOME"])), env)
+
+
+@dagster_app.command("daemon")
+def dagster_daemon() -> None:
+    """Sensors, schedules and the run queue, for the workspace in DAGSTER_HOME."""
+    from realty.dagster_roles import daemon_command
+
+    env = _dagster_env(get_settings())
+    _exec(daemon_command(Path(env["DAGSTER_HOME"])), env)
+
+
 @app.command()
 def status() -> None:
     """Which services are up, where their UIs are, and what has been ingested."""

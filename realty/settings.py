@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); unset = AWS itself"
     )
+    dagster_code_port: int = Field(
+        4000, description="Port of the code location's gRPC server (`realty dagster code-server`)"
+    )
 
     @field_validator("home")
     @classmethod

@@ -21,6 +21,7 @@ import psycopg
 import yaml
 
 from realty import postgres
+from realty.dagster_roles import daemon_command, webserver_command
 from realty.db import ensure_databases
 from realty.settings import REPO_ROOT, Settings
 
@@ -109,8 +110,10 @@ def s3_compute_logs(settings: Settings) -> dict[str, object]:
 
 
 def prepare_dagster_home(settings: Settings) -> None:
-    """DAGSTER_HOME/dagster.yaml: the repository's, plus S3 compute logs with the S3 switch."""
+    """DAGSTER_HOME/dagster.yaml: the repository's, plus S3 compute logs with the S3 switch; and
+    the repository's workspace.yaml beside it, where `realty dagster <role>` reads it."""
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "workspace.yaml", settings.dagster_home / "workspace.yaml")
     instance_yaml = (REPO_ROOT / "dagster.yaml").read_text()
     if settings.s3_bucket:
         compute_logs = yaml.safe_dump({"compute_logs": s3_compute_logs(settings)}, sort_keys=False)
@@ -169,19 +172,10 @@ def build_services(settings: Settings) -> list[Service]:
                 url=settings.simulator_url,
             )
         )
-    workspace = str(REPO_ROOT / "workspace.yaml")
     services += [
         Service(
             "dagster-webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-h",
-                host,
-                "-p",
-                str(settings.dagster_port),
-                "-w",
-                workspace,
-            ],
+            webserver_command(settings, settings.dagster_home),
             lambda: http_ok(f"{settings.dagster_url}/server_info"),
             port=settings.dagster_port,
             port_setting="REALTY_DAGSTER_PORT",
@@ -189,7 +183,7 @@ def build_services(settings: Settings) -> list[Service]:
         ),
         Service(
             "dagster-daemon",
-            [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+            daemon_command(settings.dagster_home),
             lambda: dagster_daemon_ready(settings),
         ),
         Service(
