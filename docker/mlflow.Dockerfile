@@ -5,12 +5,10 @@
 # MLFLOW_BACKEND_STORE_URI, MLFLOW_ARTIFACTS_DESTINATION, MLFLOW_S3_ENDPOINT_URL,
 # MLFLOW_SERVER_ALLOWED_HOSTS and the AWS_* credentials.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+# Base images by exact tag, written out in each FROM (Dependabot does not follow ARGs).
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
-FROM ${UV_IMAGE} AS uv
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.14-slim-bookworm AS build
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 WORKDIR /src
@@ -21,7 +19,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     && uv pip install --python /opt/venv/bin/python --constraint constraints.txt \
         mlflow psycopg2-binary boto3
 
-FROM ${PYTHON_IMAGE} AS mlflow
+FROM python:3.11.14-slim-bookworm AS mlflow
 RUN groupadd --system --gid 10001 mlflow \
     && useradd --system --uid 10001 --gid mlflow --create-home mlflow
 COPY --from=build /opt/venv /opt/venv

@@ -59,6 +59,40 @@ def final_stages(path: Path) -> dict[str, Stage]:
     return {name: stage for name, stage in stages.items() if name not in used}
 
 
+BASE_DOCKERFILE = DOCKER / "base.Dockerfile"
+BASE_CONTEXT = "base"  # the named build context the platform images start FROM
+
+
+def image_dockerfiles() -> dict[str, Path]:
+    """The images of docker/ by name, one `<image>.Dockerfile` each (base.Dockerfile is the
+    base they are built on, not an image)."""
+    return {
+        path.name.removesuffix(".Dockerfile"): path
+        for path in sorted(DOCKER.glob("*.Dockerfile"))
+        if path != BASE_DOCKERFILE
+    }
+
+
+def image_stage(image: str) -> Stage:
+    """The one final stage of an image's Dockerfile, named as the image."""
+    [stage] = final_stages(image_dockerfiles()[image]).values()
+    assert stage.name == image, (image, stage.name)
+    return stage
+
+
+def stage_chain(path: Path, name: str) -> list[Stage]:
+    """A stage and the stages it is built on, its own first; `FROM base` goes on in
+    base.Dockerfile, as the named build context does."""
+    chain, stages = [], dockerfile_stages(path)
+    while True:
+        if name not in stages and name == BASE_CONTEXT and path != BASE_DOCKERFILE:
+            path, stages = BASE_DOCKERFILE, dockerfile_stages(BASE_DOCKERFILE)
+        if name not in stages:  # an image of a registry
+            return chain
+        chain.append(stages[name])
+        name = stages[name].base
+
+
 def exec_form(args: str) -> list[str]:
     return json.loads(args)
 

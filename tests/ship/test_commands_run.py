@@ -1,11 +1,13 @@
 """The images run the tested code: each platform image's command, started here on the host as
 its container would start it (its port variable, REALTY_HOST), answers the image's own
-HEALTHCHECK (docker/healthcheck.py); and `realty migrate`, compose's and Kubernetes' first
+HEALTHCHECK (docker/healthcheck.py); Dagster's three roles, as compose starts them from the code
+image, answer the checks compose runs; and `realty migrate`, compose's and Kubernetes' first
 step, creates the platform's tables on a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,10 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from realty.sandbox import free_port
 from realty.settings import Settings
-from tests.ship.shipping import DOCKER, exec_form, final_stages, healthcheck_command
+from realty.stack import port_in_use
+from tests.ship.shipping import DOCKER, compose, exec_form, healthcheck_command, image_stage
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 180.0
@@ -34,9 +38,9 @@ def host_env(settings: Settings, home: Path) -> dict[str, str]:
     }
 
 
-def port_variable(target: str) -> tuple[str, str]:
+def port_variable(image: str) -> tuple[str, str]:
     """The image's port setting and its value (ENV REALTY_<X>_PORT=<port>)."""
-    stage = final_stages(DOCKER / "Dockerfile")[target]
+    stage = image_stage(image)
     assignments = [a for kw, args in stage.instructions if kw == "ENV" for a in args.split()]
     [(name, port)] = [
         a.split("=") for a in assignments if a.startswith("REALTY_") and "_PORT=" in a
@@ -48,7 +52,7 @@ def port_variable(target: str) -> tuple[str, str]:
 def test_the_image_command_answers_its_healthcheck(
     target: str, pg_settings: Settings, tmp_path: Path
 ) -> None:
-    stage = final_stages(DOCKER / "Dockerfile")[target]
+    stage = image_stage(target)
     program, *args = exec_form(stage.last("CMD"))
     _, url = healthcheck_command(stage)
     name, image_port = port_variable(target)
@@ -77,6 +81,87 @@ def test_the_image_command_answers_its_healthcheck(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def on_host(argv: list[str], ports: dict[str, int]) -> list[str]:
+    """A container's command line as run here: our programs from this environment, the
+    container's ports (a `-p` value or a URL's port) replaced by free ones."""
+    program, *args = argv
+    head = [sys.executable, str(DOCKER / "healthcheck.py")] if program == "healthcheck" else []
+    for container, host in ports.items():
+        args = [
+            str(host) if a == container else a.replace(f":{container}/", f":{host}/") for a in args
+        ]
+    return (head or [str(BIN / program)]) + args
+
+
+def dagster_roles() -> dict[str, tuple[list[str], list[str]]]:
+    """Each Dagster role of the code image: its command and its healthcheck, as compose runs
+    them (the code server's are the image's own CMD and HEALTHCHECK)."""
+    services = compose()["services"]
+    code = image_stage("code")
+    roles = {"code-server": (exec_form(code.last("CMD")), healthcheck_command(code))}
+    for role in ("webserver", "daemon"):
+        service = services[f"dagster-{role}"]
+        roles[role] = (service["command"], service["healthcheck"]["test"][1:])
+    return roles
+
+
+def test_the_dagster_roles_answer_their_healthchecks(tmp_path: Path) -> None:
+    """`realty dagster code-server | webserver | daemon`, started together as compose starts
+    them, each pass compose's check: the gRPC health check, /server_info, the daemon's liveness
+    check. The workspace is compose's, with the code server's address on this host. The instance
+    is one of their own (SQLite in a fresh DAGSTER_HOME, no PostgreSQL or source reachable), so
+    that the daemon's sensors cannot touch the session's databases."""
+    code_port, web_port = free_port(), free_port()
+    ports = {"4000": code_port, "3000": web_port}
+    home = tmp_path / "dagster"
+    home.mkdir()
+    workspace = yaml.safe_load((DOCKER / "dagster" / "workspace.yaml").read_text())
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
+    (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "REALTY_HOME": str(tmp_path),
+        "REALTY_HOST": "127.0.0.1",
+        "REALTY_DAGSTER_CODE_PORT": str(code_port),
+        "REALTY_DAGSTER_PORT": str(web_port),
+        "REALTY_PG_PORT": str(free_port()),
+        "REALTY_SOURCE_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    roles = dagster_roles()
+    processes = {}
+    for role, (command, _) in roles.items():
+        with (tmp_path / f"{role}.log").open("wb") as out:
+            processes[role] = subprocess.Popen(
+                on_host(command, ports),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the code server's gRPC child stops with it
+            )
+
+    def passes(role: str, check: list[str]) -> bool:
+        # A probe of Dagster's own CLI costs seconds of CPU: the code server's only once its
+        # port listens.
+        if role == "code-server" and not port_in_use("127.0.0.1", code_port):
+            return False
+        return subprocess.run(on_host(check, ports), env=env, capture_output=True).returncode == 0
+
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for role, (_, check) in roles.items():  # in order: the others need the code server
+            while not passes(role, check):
+                log = (tmp_path / f"{role}.log").read_text(errors="replace")[-2000:]
+                assert processes[role].poll() is None, f"{role} exited: {log}"
+                assert time.monotonic() < deadline, f"{role} not healthy in time: {log}"
+                time.sleep(1.0)
+    finally:
+        for process in processes.values():
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            process.wait(timeout=30)
 
 
 def test_the_healthcheck_fails_where_nothing_answers() -> None:

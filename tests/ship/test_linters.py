@@ -46,7 +46,9 @@ def check_schema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_files_exist() -> None:
-    assert [p.name for p in DOCKERFILES] == ["Dockerfile", "mlflow.Dockerfile"]
+    assert [p.name for p in DOCKERFILES] == [
+        f"{image}.Dockerfile" for image in ("base", "code", "mlflow", "serving", "source", "ui")
+    ]
     assert [p.name for p in WORKFLOWS] == ["ci.yml", "images.yml"]
     assert len(MANIFESTS) >= 8
 

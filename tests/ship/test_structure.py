@@ -17,6 +17,8 @@ from realty.cli import app as realty_app
 from realty.settings import REPO_ROOT, Settings
 from realty.stack import service_env
 from tests.ship.shipping import (
+    BASE_CONTEXT,
+    BASE_DOCKERFILE,
     DOCKER,
     K8S,
     ROOT,
@@ -26,12 +28,16 @@ from tests.ship.shipping import (
     exec_form,
     final_stages,
     healthcheck_command,
+    image_dockerfiles,
+    image_stage,
     manifests,
     pod_containers,
+    stage_chain,
 )
 
-DOCKERFILE = DOCKER / "Dockerfile"
-MLFLOW_DOCKERFILE = DOCKER / "mlflow.Dockerfile"
+PLATFORM_IMAGES = {"code", "serving", "ui", "source"}  # ours; mlflow runs MLflow's server
+PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim-\w+$")  # exact tags, never moving ones
+UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+$")
 ONE_SHOT = "service_completed_successfully"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
 
@@ -80,10 +86,10 @@ def our_compose_services() -> dict[str, dict[str, Any]]:
 def commands_run() -> list[list[str]]:
     """Every command line of our images: CMD and HEALTHCHECK of each image, compose commands and
     healthchecks, Kubernetes commands and exec probes."""
-    commands = []
-    for path in (DOCKERFILE, MLFLOW_DOCKERFILE):
-        for stage in final_stages(path).values():
-            commands += [exec_form(stage.last("CMD")), healthcheck_command(stage)]
+    commands = [exec_form(final_stages(BASE_DOCKERFILE)[BASE_CONTEXT].last("CMD"))]
+    for image in image_dockerfiles():
+        stage = image_stage(image)
+        commands += [exec_form(stage.last("CMD")), healthcheck_command(stage)]
     for service in our_compose_services().values():
         if "command" in service:
             commands.append(service["command"])
@@ -112,48 +118,97 @@ def test_the_checker_catches_a_wrong_command() -> None:
 
 
 def test_each_platform_image_runs_a_realty_subcommand() -> None:
-    commands = {name: exec_form(s.last("CMD")) for name, s in final_stages(DOCKERFILE).items()}
-    assert commands.pop("code")[0] == "dagster"  # the code location's gRPC server
-    assert commands == {
+    """Images, compose and Kubernetes start our code only through `realty` (the commands the
+    host tests run); Dagster's own CLIs appear only in healthchecks and probes."""
+    assert set(image_dockerfiles()) == PLATFORM_IMAGES | {"mlflow"}
+    assert {image: exec_form(image_stage(image).last("CMD")) for image in PLATFORM_IMAGES} == {
+        "code": ["realty", "dagster", "code-server"],
         "serving": ["realty", "serve"],
         "ui": ["realty", "ui"],
         "source": ["realty", "source"],
     }
+    for name, service in our_compose_services().items():
+        path = DOCKER / Path(service["build"]["dockerfile"]).name
+        [stage] = final_stages(path).values()
+        if stage.name != "mlflow":
+            assert service.get("command", exec_form(stage.last("CMD")))[0] == "realty", name
+    for obj in manifests():
+        for container in pod_containers(obj):
+            if "realty-mlflow" not in container["image"]:
+                assert container["command"][0] == "realty", container["name"]
 
 
 def test_images_pin_python_install_from_the_lock_and_drop_root() -> None:
-    for path in (DOCKERFILE, MLFLOW_DOCKERFILE):
-        text = path.read_text()
-        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", text, re.M), path
-        assert re.search(r"^ARG UV_IMAGE=\S+:\d+\.\d+\.\d+$", text, re.M), path
-        assert "--frozen" in text and "uv.lock" in text, path
-        stages = dockerfile_stages(path)
-        for name in final_stages(path):
-            chain, stage = [], stages[name]
-            while stage is not None:
-                chain.append(stage)
-                stage = stages.get(stage.base)
-            users = [args for s in reversed(chain) for kw, args in s.instructions if kw == "USER"]
-            assert users and users[-1].split(":")[0] not in {"0", "root"}, (path, name)
+    """Every image ends on a python slim stage pinned by exact tag that copies the venv built in
+    a stage of its own from uv.lock (in its own file, or in base.Dockerfile for the platform
+    images), and runs as a numeric user that is not root."""
+    for image, path in image_dockerfiles().items():
+        chain = stage_chain(path, image)
+        runtime = chain[-1]
+        assert PYTHON_BASE.match(runtime.base), (image, runtime.base)
+        assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime.instructions, image
+        stages = dockerfile_stages(BASE_DOCKERFILE if runtime.name == BASE_CONTEXT else path)
+        assert UV_IMAGE.match(stages["uv"].base), image
+        assert any("--frozen" in args for _, args in stages["build"].instructions), image
+        assert any("uv.lock" in args for _, args in stages["build"].instructions), image
+        users = [stage.last("USER") for stage in chain if stage.last("USER")]
+        user = users[0].split(":")[0]  # the image's own, else the base's
+        assert user.isdigit() and user != "0", (image, user)
+        healthcheck_command(image_stage(image))  # each image checks its own health
+
+
+def bake_file() -> str:
+    return (DOCKER / "docker-bake.hcl").read_text()
+
+
+def bake_platform_images() -> list[str]:
+    """The images of docker-bake.hcl's matrix target, which builds them on the target `base`."""
+    [names] = re.findall(r"matrix\s*=\s*\{\s*image\s*=\s*\[([^\]]*)\]", bake_file())
+    return re.findall(r'"([a-z]+)"', names)
+
+
+def test_the_bake_file_builds_every_image_on_the_shared_base() -> None:
+    text = bake_file()
+    assert sorted(bake_platform_images()) == sorted(PLATFORM_IMAGES)
+    assert 'dockerfile = "docker/${image}.Dockerfile"' in text
+    assert 'contexts   = { base = "target:base" }' in text
+    assert re.search(r'target "base" \{\s*context\s*=\s*"\."\s*dockerfile = "docker/base', text)
+    assert re.search(r'target "mlflow" \{\s*context\s*=\s*"\."\s*dockerfile = "docker/mlflow', text)
+    for image in PLATFORM_IMAGES:  # what the context `base` stands for is all they start FROM
+        bases = {s.base for s in dockerfile_stages(image_dockerfiles()[image]).values()}
+        assert bases == {BASE_CONTEXT}, image
+    assert BASE_CONTEXT not in {
+        s.base for s in dockerfile_stages(image_dockerfiles()["mlflow"]).values()
+    }
 
 
 def test_the_image_workflow_builds_every_image_compose_and_kubernetes_use() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())
-    matrix = workflow["jobs"]["build"]["strategy"]["matrix"]["include"]
-    built = {(entry["dockerfile"], entry["target"]): entry["image"] for entry in matrix}
-    expected = {
-        (f"docker/{path.name}", target)
-        for path in (DOCKERFILE, MLFLOW_DOCKERFILE)
-        for target in final_stages(path)
-    }
-    assert set(built) == expected
-    for service in our_compose_services().values():
-        build = service["build"]
-        key = (build["dockerfile"], build.get("target") or "mlflow")
-        assert key in built, service
+    built = set(workflow["jobs"]["build"]["strategy"]["matrix"]["image"])
+    assert built == set(image_dockerfiles())
+    [bake] = [s for s in workflow["jobs"]["build"]["steps"] if "bake-action" in s.get("uses", "")]
+    assert bake["with"]["files"] == "docker/docker-bake.hcl"
+    assert bake["with"]["targets"] == "${{ matrix.image }}"
+    # Compose builds the same files; the platform images get the base from the migrate service,
+    # whose image is base.Dockerfile's.
+    services = our_compose_services()
+    [base_service] = [
+        n for n, s in services.items() if s["build"]["dockerfile"].endswith("/base.Dockerfile")
+    ]
+    for name, service in services.items():
+        dockerfile = ROOT / "docker" / Path(service["build"]["dockerfile"]).name
+        if name == base_service:
+            continue
+        image = dockerfile.name.removesuffix(".Dockerfile")
+        assert image in built, name
+        contexts = service["build"].get("additional_contexts", {})
+        if image in PLATFORM_IMAGES:
+            assert contexts == {BASE_CONTEXT: f"service:{base_service}"}, name
+        else:
+            assert not contexts, name
     images = {c["image"] for obj in manifests() for c in pod_containers(obj)}
     names = {image.split("/")[-1].split(":")[0] for image in images}
-    assert names <= set(built.values())
+    assert names <= {f"realty-{image}" for image in built}
 
 
 def test_every_long_running_compose_service_has_a_healthcheck_its_dependents_wait_on() -> None:
@@ -276,7 +331,7 @@ def test_secrets_are_referenced_never_written_down() -> None:
         for key, value in environment.items():
             if SECRET_NAME.search(key):
                 assert str(value).startswith("${") and ":?" in str(value), (name, key)
-    for path in (DOCKERFILE, MLFLOW_DOCKERFILE):
+    for path in DOCKER.glob("*.Dockerfile"):
         for stage in dockerfile_stages(path).values():
             for keyword, args in stage.instructions:
                 assert not (keyword in {"ENV", "ARG"} and SECRET_NAME.search(args)), (path, args)
@@ -322,8 +377,9 @@ def test_the_workspace_reaches_the_code_server_in_compose_and_on_the_cluster() -
     assert host in compose()["services"]
     services = {o["metadata"]["name"]: o for o in manifests() if o["kind"] == "Service"}
     assert port in {p["port"] for p in services[host]["spec"]["ports"]}
-    code = final_stages(DOCKERFILE)["code"]
+    code = image_stage("code")
     assert str(port) in code.last("EXPOSE").split()
+    assert f"REALTY_DAGSTER_CODE_PORT={port}" in code.last("ENV").split()
 
 
 def test_compose_restates_the_settings_an_image_sets() -> None:
@@ -331,12 +387,11 @@ def test_compose_restates_the_settings_an_image_sets() -> None:
     image's value: what an image sets (besides its port) compose sets again."""
     services = our_compose_services()
     for name, service in services.items():
-        target = service["build"].get("target")
-        if target is None:  # the MLflow image sets no REALTY_ variable
-            continue
-        stage = final_stages(DOCKERFILE)[target]
+        path = DOCKER / Path(service["build"]["dockerfile"]).name
+        chain = stage_chain(path, final_stages(path).popitem()[0])
         image_env = {
             assignment.split("=")[0]
+            for stage in chain
             for keyword, args in stage.instructions
             if keyword == "ENV"
             for assignment in args.split()
