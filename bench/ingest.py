@@ -19,7 +19,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,8 +68,9 @@ def run_platform(settings, body: bytes, key_suffix: str) -> dict:
 
 
 def run_to_sql(settings, body: bytes) -> dict:
-    """The baseline: the same rows as a DataFrame, ``DataFrame.to_sql`` into a table with the
-    same definition as ``raw_listings`` (columns, primary key) on the same server."""
+    """The baseline: the same rows as a DataFrame, ``DataFrame.to_sql`` into a table defined
+    like ``raw_listings`` (its columns; like each batch's partition, no index) on the same
+    server."""
     import pandas as pd
     import sqlalchemy
 
@@ -126,11 +126,11 @@ def in_child(path: str, body_file: Path, settings, key_suffix: str = "") -> dict
     return json.loads(output.strip().splitlines()[-1])
 
 
-def fetch_body(settings, rows: int, home: Path) -> bytes:
+def fetch_body(settings, rows: int) -> bytes:
     from realty.data_api import DataApiClient
     from realty.sandbox import SimulatorProcess
 
-    simulator = SimulatorProcess(home, REALTY_SOURCE_ROWS_PER_BATCH=str(rows)).start()
+    simulator = SimulatorProcess(settings.home, REALTY_SOURCE_ROWS_PER_BATCH=str(rows)).start()
     try:
         client = DataApiClient(simulator.url, settings.group_number, "bench", 300.0, 2, 1.0)
         return client.fetch_next().body
@@ -144,16 +144,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from realty.sandbox import make_settings
-    from realty.stack import Stack
+    from realty.sandbox import temporary_stack
 
-    home = Path(tempfile.mkdtemp(prefix="realty-bench-"))
-    settings = make_settings(home)
-    stack = Stack(settings, only=("postgres",))
-    stack.start()
-    try:
-        body_file = home / "payload.json"
-        body_file.write_bytes(fetch_body(settings, args.rows, home))
+    with temporary_stack(("postgres",), prefix="realty-bench-ingest-") as settings:
+        body_file = settings.home / "payload.json"
+        body_file.write_bytes(fetch_body(settings, args.rows))
         platform, to_sql = [], []
         for repeat in range(args.repeats):
             platform.append(in_child("platform", body_file, settings, f"r{repeat}"))
@@ -165,8 +160,6 @@ def main() -> None:
                 f"server {landed['landing_server_cpu_seconds']:.3f} s), to_sql {to_sql_s:.3f} s",
                 flush=True,
             )
-    finally:
-        stack.stop()
 
     rows = platform[0]["rows"]
     landing = [p["landing_seconds"] for p in platform]

@@ -5,15 +5,22 @@ The body is stored zstd-compressed (``body_encoding``): 28 MB of JSON write in a
 its 7 MB compressed in 0.05 s; ``stored_body`` gives it back byte for byte.
 
 A fetch can advance the source's batch counter, so the payload and its rows are committed in
-one transaction before anything else happens with them: there is never a landed batch without
-its rows, or rows without their batch. Landing the same batch again is a no-op; ``ensure_rows``
-re-spreads a batch's rows from its stored payload (one transaction) if they are not all there.
+one transaction, durably (``synchronous_commit`` on, whatever the server's default), before
+anything else happens with them: there is never a landed batch without its rows, or rows
+without their batch. Landing the same batch again is a no-op; ``ensure_rows`` re-spreads a
+batch's rows from its stored payload (one transaction) if they are not all there.
+
+Each batch's rows are one partition of ``raw_listings``, without an index (see
+realty/sql/raw_data.sql): the partition is created, filled by COPY and attached in the landing
+transaction. Writers of a batch take a lock on its key first, so concurrent landings of one
+batch queue, and the second finds the first's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +29,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from realty.copy_text import copy_text_chunks
+from realty.copy_text import COPY_OPTIONS, copy_chunks
 from realty.data_api import DataApiClient, FetchedBatch, parse_body
 from realty.perf import paused_gc
 from realty.schema import LISTING_COLUMNS
@@ -31,9 +38,8 @@ log = logging.getLogger(__name__)
 
 BODY_ENCODING = "zstd"
 _BODY_CODEC = pa.Codec(BODY_ENCODING, compression_level=1)  # 4x smaller, 0.1 s per 28 MB
-_COPY_ROWS = sql.SQL("COPY raw_listings ({}) FROM STDIN").format(
-    sql.SQL(", ").join(map(sql.Identifier, ("batch_key", "row_index", *LISTING_COLUMNS)))
-)
+_PARTITION_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, ("row_index", *LISTING_COLUMNS)))
+_BATCH_LOCKS = 4243  # advisory lock space (first key) of batch writers; migrations take 4242
 
 
 @dataclass(frozen=True)
@@ -50,35 +56,47 @@ class PayloadConflict(RuntimeError):
 
 def land_payload(conn: psycopg.Connection, batch: FetchedBatch, source_url: str) -> LandedBatch:
     """Commit the payload to ``raw_batches`` and its rows to ``raw_listings`` (one transaction)."""
-    payload_hash = hashlib.sha256(batch.body).hexdigest()
-    with conn.transaction():
-        inserted = conn.execute(
-            """
-            INSERT INTO raw_batches (batch_key, group_number, day, batch_number, fetched_at,
-                                     source_url, row_count, payload_hash, body, body_encoding)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (batch_key) DO NOTHING
-            RETURNING batch_key
-            """,
-            (
-                batch.key, batch.group_number, batch.day, batch.batch_number,
-                datetime.now(UTC), source_url, len(batch.data), payload_hash,
-                _BODY_CODEC.compress(batch.body, asbytes=True), BODY_ENCODING,
-            ),
-        ).fetchone()  # fmt: skip
-        if inserted is not None:
+    with conn.transaction(), ThreadPoolExecutor(1) as compressor:
+        # Compressed (and hashed) while the rows are formatted; both release the GIL.
+        stored = compressor.submit(_stored_form, batch.body)
+        conn.execute("SET LOCAL synchronous_commit = on")  # landed means on disk
+        _lock_batch(conn, batch.key)
+        known = conn.execute(
+            "SELECT payload_hash FROM raw_batches WHERE batch_key = %s", (batch.key,)
+        ).fetchone()
+        if known is None:
             _write_rows(conn, batch.key, batch)
-        else:
-            (known_hash,) = conn.execute(
-                "SELECT payload_hash FROM raw_batches WHERE batch_key = %s", (batch.key,)
-            ).fetchone()
-            if known_hash != payload_hash:
-                raise PayloadConflict(
-                    f"batch {batch.key} was landed before with other content "
-                    f"(sha256 {known_hash[:12]} != {payload_hash[:12]}); the first copy is kept"
-                )
-    log.info("landed %s (%d rows, new=%s)", batch.key, len(batch.data), inserted is not None)
-    return LandedBatch(batch.key, batch.batch_number, len(batch.data), new=inserted is not None)
+        payload_hash, body = stored.result()
+        if known is None:
+            conn.execute(
+                """
+                INSERT INTO raw_batches (batch_key, group_number, day, batch_number, fetched_at,
+                                         source_url, row_count, payload_hash, body, body_encoding)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %b, %s)
+                """,
+                (
+                    batch.key, batch.group_number, batch.day, batch.batch_number,
+                    datetime.now(UTC), source_url, len(batch.data), payload_hash, body,
+                    BODY_ENCODING,
+                ),
+            )  # fmt: skip
+        elif known[0] != payload_hash:
+            raise PayloadConflict(
+                f"batch {batch.key} was landed before with other content "
+                f"(sha256 {known[0][:12]} != {payload_hash[:12]}); the first copy is kept"
+            )
+    log.info("landed %s (%d rows, new=%s)", batch.key, len(batch.data), known is None)
+    return LandedBatch(batch.key, batch.batch_number, len(batch.data), new=known is None)
+
+
+def _stored_form(body: bytes) -> tuple[str, bytes]:
+    """The body's sha256 and the body as ``raw_batches`` stores it (``BODY_ENCODING``)."""
+    return hashlib.sha256(body).hexdigest(), _BODY_CODEC.compress(body, asbytes=True)
+
+
+def _lock_batch(conn: psycopg.Connection, key: str) -> None:
+    """Queue behind any other transaction writing batch ``key`` (until this one ends)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_BATCH_LOCKS, key))
 
 
 def source_exhausted(conn: psycopg.Connection, group_number: int, day: str) -> bool:
@@ -120,14 +138,38 @@ def landed_keys(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT batch_key FROM raw_batches ORDER BY seq")]
 
 
+def partition_name(key: str) -> str:
+    """The ``raw_listings`` partition that holds batch ``key``'s rows."""
+    return "raw_listings_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def _write_rows(conn: psycopg.Connection, key: str, batch: FetchedBatch) -> None:
+    """The batch's rows as a new partition of ``raw_listings``, replacing any rows it had."""
+    partition, key_value = sql.Identifier(partition_name(key)), sql.Literal(key)
     with conn.cursor() as cur, paused_gc():
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(partition))
+        # rows landed before batches had partitions live in the default partition
         cur.execute("DELETE FROM raw_listings WHERE batch_key = %s", (key,))
+        # The CHECK spares ATTACH a scan of the rows; the default spares COPY the key per row.
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE {p} (LIKE raw_listings, CHECK (batch_key = {k}));"
+                "ALTER TABLE {p} ALTER COLUMN batch_key SET DEFAULT {k}"
+            ).format(p=partition, k=key_value)
+        )
+        copy_rows = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
+            partition, _PARTITION_COLUMNS, sql.SQL(COPY_OPTIONS)
+        )
         # A writer thread sends each chunk while the next one is formatted: a plain write of
         # 4 MB returns only once the server has read most of it, which would serialise the two.
-        with cur.copy(_COPY_ROWS, writer=QueuedLibpqWriter(cur)) as copy:
-            for text in copy_text_chunks(key, batch):
+        with cur.copy(copy_rows, writer=QueuedLibpqWriter(cur)) as copy:
+            for text in copy_chunks(batch):
                 copy.write(text)
+        cur.execute(
+            sql.SQL("ALTER TABLE raw_listings ATTACH PARTITION {} FOR VALUES IN ({})").format(
+                partition, key_value
+            )
+        )
 
 
 def stored_body(body: bytes, encoding: str) -> bytes:
@@ -162,5 +204,7 @@ def ensure_rows(conn: psycopg.Connection, key: str) -> RawRows:
         return RawRows(batch, respread=False)
     log.warning("batch %s has %d of its %d rows in RAW: re-spreading", key, spread, row_count)
     with conn.transaction():
+        conn.execute("SET LOCAL synchronous_commit = on")
+        _lock_batch(conn, key)
         _write_rows(conn, key, batch)
     return RawRows(batch, respread=True)

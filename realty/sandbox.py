@@ -6,11 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from realty.settings import Settings
-from realty.stack import http_ok
+from realty.stack import Stack, http_ok
 
 
 def free_port() -> int:
@@ -30,6 +33,25 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "ui_port": free_port(),
     }
     return Settings(home=home, **{**ports, **overrides})
+
+
+@contextmanager
+def temporary_stack(
+    services: tuple[str, ...] = ("postgres",), prefix: str = "realty-sandbox-"
+) -> Iterator[Settings]:
+    """``services`` of the stack (its service names: postgres, mlflow, ...) started in a
+    temporary home on free ports; their settings while the block runs, then stopped and the
+    home deleted. With MLflow among them, ``MLFLOW_TRACKING_URI`` points at it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as home:
+        settings = make_settings(Path(home))
+        stack = Stack(settings, only=services)
+        stack.start()
+        try:
+            if "mlflow" in services:
+                os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
+            yield settings
+        finally:
+            stack.stop()
 
 
 class SimulatorProcess:

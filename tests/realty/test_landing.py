@@ -5,9 +5,10 @@ byte for byte, and a batch lands whole or not at all."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 
 import orjson
 import psycopg
@@ -23,6 +24,7 @@ from realty.landing import (
     _write_rows,
     ensure_rows,
     land_payload,
+    partition_name,
     stored_body,
 )
 from realty.schema import LISTING_COLUMNS
@@ -133,7 +135,7 @@ def test_any_rows_land_as_write_row_stores_them(raw, data: list) -> None:
 @db_examples
 @given(data=st.lists(st.lists(plain_value, min_size=WIDTH, max_size=WIDTH), min_size=1))
 def test_plain_rows_take_the_fast_path_and_land_as_write_row_stores_them(raw, data) -> None:
-    assert _fast_text("k", 0, data) is not None
+    assert _fast_text(0, data) is not None
     new, old = land_both_ways(raw, data)
     assert new == old
 
@@ -166,7 +168,7 @@ def test_generated_batches_take_the_fast_path(raw) -> None:
     """The simulator's payloads (ids as floats, missing values, dirt) never fall back."""
     rows = generate_batch(1, "landing", 1, 3_000, 10)
     batch = batch_of(rows)
-    assert _fast_text("k", 0, list(batch.delivered_rows())) is not None
+    assert _fast_text(0, list(batch.delivered_rows())) is not None
     new, old = land_both_ways(raw, batch.data)
     assert new == old and len(new) == 3_000
 
@@ -175,9 +177,9 @@ def test_chunks_fall_back_one_by_one(raw, monkeypatch) -> None:
     """A chunk that is not plain is written value by value; the others stay fast."""
     exact_chunks = []
 
-    def exact_text(key: str, start: int, rows: list[list]) -> bytes:
+    def exact_text(start: int, rows: list[list]) -> bytes:
         exact_chunks.append(start)
-        return _exact_text(key, start, rows)
+        return _exact_text(start, rows)
 
     monkeypatch.setattr(copy_text, "CHUNK_ROWS", 4)
     monkeypatch.setattr(copy_text, "_exact_text", exact_text)
@@ -234,7 +236,93 @@ def test_a_batch_lands_whole_or_not_at_all(raw) -> None:
     ).fetchone() == (0, 0)
 
 
-def test_exact_text_escapes_what_copy_reads_specially() -> None:
-    text = _exact_text("k", 7, [["a\\b\tc\nd\re", None, True, {"x": 1}]])
-    assert text == b'k\t7\ta\\\\b\\tc\\nd\\re\t\\N\tt\t{"x": 1}\n'
-    assert json.loads(text.split(b"\t")[-1]) == {"x": 1}
+def test_exact_text_quotes_every_value_but_null() -> None:
+    text = _exact_text(7, [['a\\b\tc\nd\re "q",', None, True, {"x": 1}, "null", ""]])
+    assert text == b'7,"a\\b\tc\nd\re ""q"",",null,"t","{""x"": 1}","null",""\n'
+
+
+def test_rows_that_look_like_copy_syntax_land_as_write_row_stores_them(raw) -> None:
+    """What COPY's CSV and text formats read specially, alone and across lines."""
+    rows = [["\\.", "x\n\\.\ny", "\\N", '"', '""', ",", "\r\n", "null", "NULL", " null", "", "\\"]]
+    new, old = land_both_ways(raw, rows)
+    assert new == old and new[0][1:4] == ("\\.", "x\n\\.\ny", "\\N")
+
+
+def partitions_of(conn: psycopg.Connection, key: str) -> list[tuple[str, int]]:
+    """The partitions of raw_listings whose bound names ``key``, with their number of indexes."""
+    return conn.execute(
+        """
+        SELECT c.relname, (SELECT count(*) FROM pg_index x WHERE x.indrelid = c.oid)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'raw_listings'::regclass
+          AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', %s::text)
+        """,
+        (key,),
+    ).fetchall()
+
+
+def test_each_batch_is_a_partition_without_index_and_a_respread_replaces_it(raw) -> None:
+    batch = batch_of(generate_batch(1, "landing", 4, 300, 10), day=fresh_day("partition"))
+    land_payload(raw, batch, "http://source")
+    assert partitions_of(raw, batch.key) == [(partition_name(batch.key), 0)]
+    landed = stored_rows(raw, batch.key)
+    assert [r[1] for r in landed] == list(range(300))
+    raw.execute("DELETE FROM raw_listings WHERE batch_key = %s AND row_index >= 100", (batch.key,))
+    assert ensure_rows(raw, batch.key).respread is True
+    assert stored_rows(raw, batch.key) == landed
+    assert partitions_of(raw, batch.key) == [(partition_name(batch.key), 0)]
+
+
+def test_concurrent_landings_of_one_batch_land_it_once(raw, pg_settings) -> None:
+    batch = batch_of(generate_batch(1, "landing", 5, 2_000, 10), day=fresh_day("concurrent"))
+
+    def land(_: int) -> bool:
+        with psycopg.connect(pg_settings.database_url("raw_data"), autocommit=True) as conn:
+            return land_payload(conn, batch, "http://source").new
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(land, range(2))) == [False, True]
+    assert len(stored_rows(raw, batch.key)) == 2_000
+
+
+OLD_RAW_LISTINGS = f"""
+CREATE TABLE raw_listings (
+    batch_key text NOT NULL, row_index integer NOT NULL,
+    {", ".join(f"{column} text" for column in LISTING_COLUMNS)},
+    PRIMARY KEY (batch_key, row_index)
+)
+"""
+
+
+def test_raw_listings_from_before_partitions_becomes_the_default_partition(pg_settings) -> None:
+    """An older RAW database: its rows stay readable, a re-spread moves a batch to its own
+    partition, new batches land in theirs; migrating again changes nothing."""
+    database = f"raw_before_partitions_{next(_keys)}"
+    with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    ddl = resources.files("realty").joinpath("sql", "raw_data.sql").read_text()
+    old = batch_of(generate_batch(1, "landing", 6, 50, 10), day="old")
+    new = batch_of(generate_batch(1, "landing", 7, 50, 10), day="new")
+    with psycopg.connect(pg_settings.database_url(database), autocommit=True) as conn:
+        conn.execute(OLD_RAW_LISTINGS)
+        with conn.cursor() as cur:
+            records = ((old.key, i, *row) for i, row in enumerate(old.delivered_rows()))
+            copy_records(cur, "raw_listings", COLUMNS, records)
+        conn.execute(ddl)
+        conn.execute(ddl)
+        assert len(stored_rows(conn, old.key)) == 50
+        conn.execute(
+            """
+            INSERT INTO raw_batches (batch_key, group_number, day, batch_number, fetched_at,
+                                     source_url, row_count, payload_hash, body)
+            VALUES (%s, 1, 'old', 6, now(), 'x', 51, 'h', %s)
+            """,
+            (old.key, old.body),
+        )  # one row more than it has: re-spread
+        assert ensure_rows(conn, old.key).respread is True
+        assert conn.execute("SELECT count(*) FROM raw_listings_default").fetchone() == (0,)
+        assert partitions_of(conn, old.key) == [(partition_name(old.key), 0)]
+        assert land_payload(conn, new, "http://source").new is True
+        assert len(stored_rows(conn, new.key)) == 50
+    with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {database}")

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from realty.db import ensure_databases
-from realty.sandbox import make_settings
+from realty.sandbox import make_settings, temporary_stack
 from realty.settings import DATABASES, Settings
 from realty.stack import Stack, StackError
 
@@ -52,3 +52,16 @@ def test_restart_keeps_data(tmp_path) -> None:
             assert conn.execute("SELECT x FROM kept").fetchone() == (42,)
     finally:
         stack.stop()
+
+
+def test_temporary_stack_serves_while_open_then_stops_and_leaves_nothing() -> None:
+    with (
+        temporary_stack(("postgres",)) as settings,
+        psycopg.connect(settings.database_url("raw_data")) as conn,
+    ):
+        assert conn.execute("SELECT to_regclass('raw_batches')::text").fetchone() == (
+            "raw_batches",
+        )
+    assert not settings.home.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(settings.database_url("raw_data"), connect_timeout=5)
