@@ -102,22 +102,19 @@ def _steps(instance, run_id: str) -> dict[str, tuple[float, float]]:
 
 def breakdown(instance, settings, key: str, t0: float, t_production: float) -> dict[str, float]:
     """Where the seconds went, from the platform's own records (each phase ends where the next
-    begins, so they add up to the total)."""
+    begins, so they add up to the total). One run carries the batch from RAW to the gate."""
     fetched = dict(_landed(settings))[key]
-    ingest, train = _run(instance, "ingest_batch", key), _run(instance, "train_model", key)
-    ingest_steps = _steps(instance, ingest.dagster_run.run_id)
-    train_steps = _steps(instance, train.dagster_run.run_id)
+    ingest = _run(instance, "ingest_batch", key)
+    steps = _steps(instance, ingest.dagster_run.run_id)
     marks = [
         ("wait for the source sensor and fetch", t0),
         ("land in RAW, partition, request the ingest run", fetched),
         ("queue and launch the ingest run", ingest.create_timestamp.timestamp()),
-        ("raw_batch", ingest_steps["raw_batch"][0]),
-        ("clean_batch", ingest_steps["clean_batch"][0]),
-        ("drift_report", ingest_steps["drift_report"][0]),
-        ("finish the ingest run, wait for the drift sensor", ingest_steps["drift_report"][1]),
-        ("queue and launch the train run", train.create_timestamp.timestamp()),
-        ("candidate_model (train, log, register)", train_steps["candidate_model"][0]),
-        ("production_model (gate, alias)", train_steps["production_model"][0]),
+        ("raw_batch", steps["raw_batch"][0]),
+        ("clean_batch", steps["clean_batch"][0]),
+        ("drift_report", steps["drift_report"][0]),
+        ("candidate_model (train, log, register)", steps["candidate_model"][0]),
+        ("production_model (gate, alias)", steps["production_model"][0]),
     ]
     ends = [at for _, at in marks[1:]] + [t_production]
     return {name: round(end - start, 2) for (name, start), end in zip(marks, ends, strict=True)}
@@ -152,7 +149,7 @@ def main() -> None:
         _faults(settings, fail_next=10**6)  # the next batch is not available yet
         print(f"{first} landed; waiting for it to become production", flush=True)
         _wait("production v1", lambda: _production(client, name))
-        _wait("the first train run", lambda: _finished(instance, "train_model", first))
+        _wait("the first batch's run", lambda: _finished(instance, "ingest_batch", first))
         v1 = _production(client, name)
         print(f"production v{v1}; serving the next batch", flush=True)
 
@@ -168,7 +165,7 @@ def main() -> None:
                 "JOIN clean_batches c USING (batch_key) WHERE batch_key = %s",
                 (key,),
             ).fetchall()
-        _wait("the train run's records", lambda: _finished(instance, "train_model", key))
+        _wait("the batch's run records", lambda: _finished(instance, "ingest_batch", key))
         result = {
             "rows": rows,
             "seconds": round(seconds, 1),

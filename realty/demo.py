@@ -246,6 +246,9 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
             cleaned, verdicts = _cleaned(settings), _verdicts(settings)
             ingest_seconds, failed_ingest = _runs(instance, ("ingest_batch",))
             follow_up_seconds, failed_follow_up = _runs(instance, FOLLOW_UP_JOBS)
+            # A retrain verdict's chain runs in its ingest run: no follow-up run to wait for.
+            chained = {k for k, v in verdicts.items() if v["promoted"] is not None}
+            follow_up_seconds = {k: 0.0 for k in chained} | follow_up_seconds
             failed = (failed_ingest | failed_follow_up) & set(landed)
             done = set(cleaned) & set(verdicts) & set(ingest_seconds) & set(follow_up_seconds)
             for key in sorted(done - set(lines), key=lambda k: landed[k][0]):

@@ -38,12 +38,17 @@ def verdicts_after(clean_conn: psycopg.Connection, seq: int) -> list[VerdictRow]
     return [VerdictRow(*row) for row in rows]
 
 
-def newest_verdict_key(clean_conn: psycopg.Connection) -> str | None:
+def newest_verdict(
+    clean_conn: psycopg.Connection, group_number: int, day: str
+) -> VerdictRow | None:
+    """The drift verdict of the stream's (``group_number``, ``day``) newest cleaned batch."""
     row = clean_conn.execute(
-        "SELECT d.batch_key FROM drift_reports d JOIN clean_batches c USING (batch_key) "
-        "ORDER BY c.seq DESC LIMIT 1"
+        "SELECT d.batch_key, c.seq, d.retrain, d.reasons "
+        "FROM drift_reports d JOIN clean_batches c USING (batch_key) "
+        "WHERE c.group_number = %s AND c.day = %s ORDER BY c.seq DESC LIMIT 1",
+        (group_number, day),
     ).fetchone()
-    return row[0] if row else None
+    return VerdictRow(*row) if row else None
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,16 @@ def store_verdict(clean_conn: psycopg.Connection, verdict: Verdict) -> None:
     log.info("drift %s: retrain=%s %s", verdict.key, verdict.report.retrain, verdict.report.reasons)
 
 
-def stored_verdict(clean_conn: psycopg.Connection, key: str) -> tuple[bool, list[str]] | None:
+@dataclass(frozen=True)
+class StoredVerdict:
+    retrain: bool
+    reasons: list[str]
+    production_version: str | None  # the version the batch was judged against
+
+
+def stored_verdict(clean_conn: psycopg.Connection, key: str) -> StoredVerdict | None:
     row = clean_conn.execute(
-        "SELECT retrain, reasons FROM drift_reports WHERE batch_key = %s", (key,)
+        "SELECT retrain, reasons, production_version FROM drift_reports WHERE batch_key = %s",
+        (key,),
     ).fetchone()
-    return (row[0], row[1]) if row else None
+    return StoredVerdict(*row) if row else None

@@ -4,7 +4,6 @@ import dagster as dg
 
 from realty.clean_store import read_clean_listings
 from realty.decisions import candidate_version
-from realty.explaining import explain_and_log
 from realty_assets.assets.drift import LEARNING_GROUP
 from realty_assets.assets.train import production_model
 from realty_assets.partitions import batch_partitions
@@ -23,6 +22,10 @@ from realty_assets.resources import MlflowResource, PostgresResource
 def shap_report(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    # Imported here: SHAP and matplotlib cost seconds that every run (each loads this module)
+    # would pay before its first step, and only this step needs them.
+    from realty.explaining import explain_and_log
+
     key, settings = context.partition_key, mlflow.settings
     client = mlflow.client()
     with postgres.connect("clean_data") as conn:

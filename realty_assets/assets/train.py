@@ -1,12 +1,13 @@
 """Candidates trained when there is a reason, and the champion/challenger gate."""
 
 import json
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
 
 from realty.decisions import candidate_version, record_gate, record_training
-from realty.monitoring import stored_verdict
+from realty.monitoring import StoredVerdict, stored_verdict
 from realty.promotion import challenge
 from realty.retraining import train_and_register, training_data
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
@@ -15,17 +16,16 @@ from realty_assets.resources import MlflowResource, PostgresResource
 
 TRIGGER_TAG = "realty/trigger"
 REASONS_TAG = "realty/reasons"
+# The job that lands, cleans and judges a batch, and runs this chain when the verdict says so.
+INGEST_JOB = "ingest_batch"
 
 
-def _why(context: dg.AssetExecutionContext, postgres: PostgresResource) -> tuple[str, list[str]]:
+def _why(tags: Mapping[str, str], verdict: StoredVerdict | None) -> tuple[str, list[str]]:
     """Why this training happens: the requesting sensor's tags, else the batch's verdict."""
-    tags = context.run.tags
     if TRIGGER_TAG in tags:
         return tags[TRIGGER_TAG], json.loads(tags.get(REASONS_TAG, "[]"))
-    with postgres.connect("clean_data") as conn:
-        verdict = stored_verdict(conn, context.partition_key)
-    if verdict and verdict[0]:
-        reasons = verdict[1]
+    if verdict and verdict.retrain:
+        reasons = verdict.reasons
         return ("initial" if reasons == ["initial baseline"] else "drift"), reasons
     return "manual", ["requested by hand"]
 
@@ -51,19 +51,30 @@ def _candidates_table(results) -> str:
     deps=[drift_report],
     description="CatBoost, scikit-learn and baseline candidates trained on every clean batch "
     "through p, tracked in MLflow (a parent run, a child run each); the best becomes a new "
-    "version of the price model. Materialized only when there is a reason to retrain.",
+    "version of the price model. Materialized only when there is a reason to retrain: in the "
+    "ingest run it follows the drift verdict, and yields nothing (the gate, SHAP and scoring "
+    "steps after it are skipped) when the verdict says keep.",
+    output_required=False,
 )
 def candidate_model(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     key, settings = context.partition_key, mlflow.settings
-    trigger, reasons = _why(context, postgres)
-    context.log.info(f"training because ({trigger}): {reasons}")
     with postgres.connect("clean_data") as conn:
+        verdict = stored_verdict(conn, key)
+        if context.job_name == INGEST_JOB and not (verdict and verdict.retrain):
+            kept = f"v{verdict.production_version}" if verdict else "(no verdict)"
+            context.log.info(
+                f"kept production {kept} because the drift verdict of {key} found no reason "
+                "to retrain"
+            )
+            return
+        trigger, reasons = _why(context.run.tags, verdict)
+        context.log.info(f"training because ({trigger}): {reasons}")
         data = training_data(conn, key, settings.train_seed)
         trained = train_and_register(settings, mlflow.client(), data, key, trigger, reasons)
         record_training(conn, key, trained, trigger, reasons)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "version": trained.version.version,
             "best_candidate": trained.best.name,

@@ -28,7 +28,13 @@ ASSETS = [
     shap_report,
     batch_predictions,
 ]
-JOBS = [automation.ingest_job, automation.train_job, automation.score_job]
+# A verdict without its chain, as a manual materialization of drift_report leaves it.
+judge_job = dg.define_asset_job(
+    "judge_batch",
+    selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report),
+    tags=automation.SERIAL_TAGS,
+)
+JOBS = [automation.ingest_job, automation.train_job, automation.score_job, judge_job]
 
 
 class Loop:
@@ -85,7 +91,8 @@ class Loop:
         return result
 
     def step(self) -> list[tuple[str, str]]:
-        """One batch through the loop: source tick, ingest run, drift tick, follow-up run."""
+        """One batch through the loop: source tick, ingest run (the learning chain too when its
+        verdict says retrain), drift tick, and the follow-up run it requests, if any."""
         done = []
         for request in self.tick(automation.source_sensor):
             self.run(request, automation.ingest_job.name)

@@ -17,7 +17,7 @@ from realty_assets.checks import (
     batch_landed_recently,
     freshness_checks_sensor,
 )
-from tests.realty_assets.loop import ASSETS, Loop
+from tests.realty_assets.loop import ASSETS, Loop, judge_job
 
 
 def _evaluation(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
@@ -42,8 +42,8 @@ def _land_next(loop: Loop) -> dg.RunRequest:
     return ingest
 
 
-def _ingest_next(loop: Loop) -> None:
-    loop.run(_land_next(loop), automation.ingest_job.name)
+def _ingest_next(loop: Loop, job: str = automation.ingest_job.name) -> dg.ExecuteInProcessResult:
+    return loop.run(_land_next(loop), job)
 
 
 def _land_minutes_ago(loop: Loop, minutes: int) -> None:
@@ -134,8 +134,10 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
     strict = Loop(loop.settings.model_copy(update={"promotion_margin": 0.9}), loop.instance)
     strict.cursors = loop.cursors  # one daemon, two gates: the strict one never promotes
 
-    _ingest_next(loop)
+    # b001's verdict without its chain: the drift sensor requests the train run.
+    _ingest_next(loop, judge_job.name)
     [train] = loop.tick(automation.drift_sensor)
+    assert (train.job_name, train.tags["realty/trigger"]) == ("train_model", "initial")
     evaluation = _evaluation(loop.run(train, ""), VERDICTS_CHECK)
     assert evaluation.passed, evaluation.description
     assert evaluation.metadata["ignored_verdicts"].value == 0
@@ -143,10 +145,10 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
 
     ignored = []
     for key in ("g1-freshverdicts-b002", "g1-freshverdicts-b003"):
-        _ingest_next(strict)
-        [train] = strict.tick(automation.drift_sensor)
-        assert (train.partition_key, train.job_name) == (key, "train_model"), "a retrain verdict"
-        result = strict.run(train, "")
+        result = _ingest_next(strict)  # a retrain verdict: its chain runs in the ingest run
+        [(trigger,)] = loop.clean("SELECT trigger FROM model_decisions WHERE batch_key = %s", key)
+        assert trigger == "drift"
+        assert strict.tick(automation.drift_sensor) == [], "no follow-up run: the chain ran"
         ignored.append(key)
         evaluation = _evaluation(result, VERDICTS_CHECK)
         [(promoted,)] = loop.clean("SELECT promoted FROM model_decisions WHERE batch_key = %s", key)
@@ -169,3 +171,41 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
     )
     assert promoted, "v1 never saw the states of b002 and b003"
     assert evaluation.passed and evaluation.metadata["ignored_verdicts"].value == 0
+
+
+def test_stale_production_is_retrained_without_drift(make_loop) -> None:
+    # Thresholds no batch crosses: every verdict after the initial baseline says keep.
+    loop = make_loop(
+        "freshstale",
+        price_model_name="test-fresh-stale",
+        stale_after_batches=1,
+        drift_psi=1e9,
+        drift_unseen_state_share=1.01,
+        drift_unseen_city_share=1.01,
+        drift_unseen_zip_share=1.01,
+        drift_mae_increase=1e9,
+        drift_missing_rate_change=1e9,
+        drift_median_price_change=1e9,
+    )
+    _ingest_next(loop)  # b001: the initial baseline, trained in its ingest run
+    assert loop.tick(automation.freshness_sensor) == []
+
+    _ingest_next(loop)  # b002: kept
+    [score] = loop.tick(automation.drift_sensor)
+    assert score.job_name == "score_batch"
+    assert loop.tick(automation.freshness_sensor) == [], "waits for the verdict's follow-up"
+    loop.run(score, "")
+
+    [stale] = loop.tick(automation.freshness_sensor)
+    assert (stale.partition_key, stale.tags["realty/trigger"]) == ("g1-freshstale-b002", "stale")
+    loop.run(stale, automation.train_job.name)
+    [(trigger, reasons, promoted)] = loop.clean(
+        "SELECT trigger, reasons, promoted FROM model_decisions "
+        "WHERE batch_key = 'g1-freshstale-b002'"
+    )
+    assert trigger == "stale" and promoted is not None
+    assert reasons == [
+        "stale: production v1 was trained through g1-freshstale-b001, 1 batches and 0.0 h ago "
+        "(limit 1 batches)"
+    ]
+    assert loop.tick(automation.freshness_sensor) == [], "b002 is retrained"
