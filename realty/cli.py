@@ -205,11 +205,14 @@ app.add_typer(dagster_app, name="dagster")
 
 
 def _dagster_env(settings: Settings) -> dict[str, str]:
-    """The environment `realty up` gives its children, except what is set already
-    (DAGSTER_HOME and REALTY_DAGSTER_PG_URL in an image)."""
-    from realty.stack import service_env
-
-    return {**service_env(settings), **os.environ}
+    """The environment, with the two variables Dagster needs derived as `realty up` derives them
+    where it does not set them (an image does). Not realty.stack's service_env: importing the
+    stack (pandas) would cost each role seconds of CPU before it even starts."""
+    derived = {
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "REALTY_DAGSTER_PG_URL": settings.database_url("dagster"),
+    }
+    return {**derived, **os.environ}
 
 
 def _exec(argv: list[str], env: dict[str, str]) -> None:

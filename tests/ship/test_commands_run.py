@@ -19,7 +19,7 @@ import yaml
 
 from realty.sandbox import free_port
 from realty.settings import Settings
-from realty.stack import port_in_use
+from realty.stack import dagster_daemon_ready, port_in_use
 from tests.ship.shipping import DOCKER, compose, exec_form, healthcheck_command, image_stage
 
 BIN = Path(sys.executable).parent
@@ -142,10 +142,14 @@ def test_the_dagster_roles_answer_their_healthchecks(tmp_path: Path) -> None:
                 start_new_session=True,  # the code server's gRPC child stops with it
             )
 
+    webserver = Settings(host="127.0.0.1", dagster_port=web_port)
+
     def passes(role: str, check: list[str]) -> bool:
         # A probe of Dagster's own CLI costs seconds of CPU: the code server's only once its
-        # port listens.
+        # port listens, the daemon's once the webserver reports its heartbeats.
         if role == "code-server" and not port_in_use("127.0.0.1", code_port):
+            return False
+        if role == "daemon" and not dagster_daemon_ready(webserver):
             return False
         return subprocess.run(on_host(check, ports), env=env, capture_output=True).returncode == 0
 
