@@ -66,27 +66,30 @@ def land_payload(conn: psycopg.Connection, batch: FetchedBatch, source_url: str)
         ).fetchone()
         if known is None:
             _write_rows(conn, batch.key, batch)
-        payload_hash, body = stored.result()
-        if known is None:
-            conn.execute(
-                """
-                INSERT INTO raw_batches (batch_key, group_number, day, batch_number, fetched_at,
-                                         source_url, row_count, payload_hash, body, body_encoding)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %b, %s)
-                """,
-                (
-                    batch.key, batch.group_number, batch.day, batch.batch_number,
-                    datetime.now(UTC), source_url, len(batch.data), payload_hash, body,
-                    BODY_ENCODING,
-                ),
-            )  # fmt: skip
-        elif known[0] != payload_hash:
+            _insert_batch_row(conn, batch, source_url, *stored.result())
+        elif known[0] != (payload_hash := stored.result()[0]):
             raise PayloadConflict(
                 f"batch {batch.key} was landed before with other content "
                 f"(sha256 {known[0][:12]} != {payload_hash[:12]}); the first copy is kept"
             )
     log.info("landed %s (%d rows, new=%s)", batch.key, len(batch.data), known is None)
     return LandedBatch(batch.key, batch.batch_number, len(batch.data), new=known is None)
+
+
+def _insert_batch_row(
+    conn: psycopg.Connection, batch: FetchedBatch, source_url: str, payload_hash: str, body: bytes
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO raw_batches (batch_key, group_number, day, batch_number, fetched_at,
+                                 source_url, row_count, payload_hash, body, body_encoding)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %b, %s)
+        """,
+        (
+            batch.key, batch.group_number, batch.day, batch.batch_number, datetime.now(UTC),
+            source_url, len(batch.data), payload_hash, body, BODY_ENCODING,
+        ),
+    )  # fmt: skip
 
 
 def _stored_form(body: bytes) -> tuple[str, bytes]:
@@ -190,11 +193,11 @@ def ensure_rows(conn: psycopg.Connection, key: str) -> RawRows:
     payload if any are missing (rows deleted by hand, or landed by an older version)."""
     row = conn.execute(
         """
-        SELECT b.body, b.body_encoding, b.group_number, b.day, b.row_count,
-               (SELECT count(*) FROM raw_listings r WHERE r.batch_key = b.batch_key)
-        FROM raw_batches b WHERE b.batch_key = %s
+        SELECT body, body_encoding, group_number, day, row_count,
+               (SELECT count(*) FROM raw_listings WHERE batch_key = %(k)s)  -- its partition only
+        FROM raw_batches WHERE batch_key = %(k)s
         """,
-        (key,),
+        {"k": key},
     ).fetchone()
     if row is None:
         raise KeyError(f"batch {key} has not been landed")

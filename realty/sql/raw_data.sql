@@ -54,12 +54,6 @@ CREATE TABLE IF NOT EXISTS raw_listings (
 ) PARTITION BY LIST (batch_key);
 -- Rows of no batch partition: those landed before partitions, or written by hand.
 CREATE TABLE IF NOT EXISTS raw_listings_default PARTITION OF raw_listings DEFAULT;
--- A batch read in row_index order is a sort now (no index): 300k rows sort in memory in about
--- 0.1 s with 64 MB, on disk in 0.4 s with the default 4 MB. New sessions of this database.
-DO $$
-BEGIN
-    EXECUTE format('ALTER DATABASE %I SET work_mem = %L', current_database(), '64MB');
-END $$;
 
 -- Whether the source said it has delivered every batch of a group/day (its 400 answer).
 CREATE TABLE IF NOT EXISTS source_progress (

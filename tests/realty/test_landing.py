@@ -21,6 +21,7 @@ from realty.copy_text import CHUNK_ROWS, _exact_text, _fast_text
 from realty.data_api import FetchedBatch, parse_body
 from realty.db import copy_records
 from realty.landing import (
+    PayloadConflict,
     _write_rows,
     ensure_rows,
     land_payload,
@@ -326,3 +327,15 @@ def test_raw_listings_from_before_partitions_becomes_the_default_partition(pg_se
         assert len(stored_rows(conn, new.key)) == 50
     with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {database}")
+
+
+def test_other_content_under_a_landed_key_is_refused_and_the_first_copy_kept(raw) -> None:
+    day = fresh_day("conflict")
+    first = batch_of(generate_batch(1, "landing", 8, 20, 10), day=day)
+    other = batch_of(generate_batch(1, "landing", 9, 20, 10), day=day)  # same key, other rows
+    land_payload(raw, first, "http://source")
+    landed = stored_rows(raw, first.key)
+    with pytest.raises(PayloadConflict, match="landed before with other content"):
+        land_payload(raw, other, "http://source")
+    assert ensure_rows(raw, first.key).batch.body == first.body
+    assert stored_rows(raw, first.key) == landed
