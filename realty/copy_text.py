@@ -35,14 +35,15 @@ _SMALL_FLOAT_EXPONENT = re.compile(rb"e-(?<=[0-9]e-)")
 _SMALL_FLOAT_DECIMAL = re.compile(rb"0\.0000(?<=[-,\[]0\.0000)")
 
 
-def copy_chunks(batch: FetchedBatch) -> Iterator[bytes]:
+def copy_chunks(batch: FetchedBatch) -> Iterator[bytes | memoryview]:
     """COPY data of the batch's rows (``delivered_rows``) for the columns (row_index,
-    *LISTING_COLUMNS), in chunks of ``CHUNK_ROWS`` rows."""
+    *LISTING_COLUMNS): chunks of ``CHUNK_ROWS`` rows, each followed by its last newline."""
     for start in range(0, len(batch.data), CHUNK_ROWS):
         rows = batch.data[start : start + CHUNK_ROWS]
         if not _full_lists(rows):  # objects, short or long rows: shaped as delivered_rows does
             rows = list(replace(batch, data=rows).delivered_rows())
         yield _fast_text(start, rows) or _exact_text(start, rows)
+        yield b"\n"  # apart, so that no chunk of megabytes is copied to append it
 
 
 def _full_lists(rows: list) -> bool:
@@ -50,8 +51,9 @@ def _full_lists(rows: list) -> bool:
 
 
 def _exact_text(start: int, rows: list[list]) -> bytes:
-    return "".join(
-        f"{index}," + ",".join(map(_field, row)) + "\n" for index, row in enumerate(rows, start)
+    """The chunk's lines, value by value (no newline after the last)."""
+    return "\n".join(
+        f"{index}," + ",".join(map(_field, row)) for index, row in enumerate(rows, start)
     ).encode()
 
 
@@ -68,8 +70,9 @@ def _field(value: object) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _fast_text(start: int, rows: list[list]) -> bytes | None:
-    """The chunk through orjson, or None if its JSON is not plain."""
+def _fast_text(start: int, rows: list[list]) -> memoryview | None:
+    """The chunk's lines through orjson (no newline after the last), or None if its JSON is
+    not plain."""
     try:
         document = orjson.dumps([[index, *row] for index, row in enumerate(rows, start)])
     except orjson.JSONEncodeError:  # an int beyond 64 bits, or a string that is not UTF-8
@@ -78,7 +81,7 @@ def _fast_text(start: int, rows: list[list]) -> bytes | None:
         return None
     # [[0,"a",null],[1,"b",2.5]]: no string holds "[" (see _plain), so "],[" only ever
     # separates rows.
-    return document[2:-2].replace(b"],[", b"\n") + b"\n"
+    return memoryview(document.replace(b"],[", b"\n"))[2:-2]
 
 
 def _plain(document: bytes, rows: list[list]) -> bool:

@@ -239,7 +239,7 @@ def test_a_batch_lands_whole_or_not_at_all(raw) -> None:
 
 def test_exact_text_quotes_every_value_but_null() -> None:
     text = _exact_text(7, [['a\\b\tc\nd\re "q",', None, True, {"x": 1}, "null", ""]])
-    assert text == b'7,"a\\b\tc\nd\re ""q"",",null,"t","{""x"": 1}","null",""\n'
+    assert text == b'7,"a\\b\tc\nd\re ""q"",",null,"t","{""x"": 1}","null",""'
 
 
 def test_rows_that_look_like_copy_syntax_land_as_write_row_stores_them(raw) -> None:
