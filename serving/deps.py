@@ -1,4 +1,8 @@
-"""What routes get injected: the settings, the model slots, the inference log writer."""
+"""What routes get injected: the settings and the model slots.
+
+The dependencies are ``async`` although they only read ``app.state``: FastAPI runs a plain
+``def`` dependency in a worker thread, and that hop (two thread wake-ups) cost the price route
+more than its prediction on a busy 2-core machine."""
 
 from __future__ import annotations
 
@@ -7,26 +11,22 @@ from datetime import UTC, datetime
 from fastapi import HTTPException, Request
 
 from realty.settings import Settings
-from serving.inference_log import InferenceLogWriter, InferenceRecord
+from serving.inference_log import InferenceRecord
 from serving.model_holder import LoadedModel, ModelHolder
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def model_holder(request: Request) -> ModelHolder:
+async def model_holder(request: Request) -> ModelHolder:
     return request.app.state.models
-
-
-def inference_log(request: Request) -> InferenceLogWriter:
-    return request.app.state.inference_log
 
 
 def serving_model(request: Request, name: str) -> LoadedModel:
     """The version of ``name`` serving now (read once: the request keeps it to the end), or 503
     saying why there is none; the version is recorded for /metrics."""
-    slot = model_holder(request).slots[name]
+    slot = request.app.state.models.slots[name]
     loaded = slot.current
     if loaded is None:
         why = slot.last_attempt.message if slot.last_attempt else "not loaded yet"
