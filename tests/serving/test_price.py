@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from realty.features import feature_frame, feature_rows, prepare_features
 from realty.hgb_rows import HgbRows
 from realty.price_model import HGB_ROWS_MAX, client_example
+from serving.routes import price
 from serving.sandbox import real_clean_listings
 from serving.schemas import EXAMPLE_LISTING, Listing
 
@@ -106,6 +108,15 @@ def test_hgb_rows_give_the_hist_gradient_boosting_pipelines_numbers(
     np.testing.assert_array_equal(fast, through_sklearn)
     served = model.predict_rows(listings[:HGB_ROWS_MAX])  # the batch size that takes HgbRows
     np.testing.assert_array_equal(served, np.exp(fast[:HGB_ROWS_MAX]))
+
+
+def test_the_predict_route_runs_nothing_in_a_worker_thread() -> None:
+    """FastAPI runs a plain ``def`` route or dependency in a worker thread: two thread wake-ups
+    per request, which cost the hot path more than its prediction on a busy machine."""
+    route = next(r for r in price.router.routes if r.path == "/v1/price/predict")
+    calls = [route.endpoint, *(dependency.call for dependency in route.dependant.dependencies)]
+    assert len(calls) > 1
+    assert all(inspect.iscoroutinefunction(call) for call in calls), calls
 
 
 def test_predict_names_the_version_and_matches_the_registered_model(
