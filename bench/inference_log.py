@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -91,15 +90,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
-    from realty.sandbox import make_settings
-    from realty.stack import Stack
+    from realty.sandbox import temporary_stack
     from serving.inference_log import InferenceLogWriter
 
-    home = Path(tempfile.mkdtemp(prefix="realty-bench-"))
-    settings = make_settings(home)
-    stack = Stack(settings, only=("postgres",))
-    stack.start()
-    try:
+    with temporary_stack(prefix="realty-bench-inference-log-") as settings:
         queued = settings.model_copy(update={"inference_log_queue_rows": args.records + 1})
         writer = InferenceLogWriter(queued)
         writer.start()
@@ -121,8 +115,6 @@ def main() -> None:
         replay_s = time.perf_counter() - start
 
         stored = {prefix: stored_rows(settings, prefix) for prefix in ("queue", "spool")}
-    finally:
-        stack.stop()
 
     submitted = args.threads * (args.records // args.threads)
     result = {

@@ -27,7 +27,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,9 +37,9 @@ from mlflow import MlflowClient
 
 from realty.price_model import client_example
 from realty.registry import PRODUCTION, version_by_alias
-from realty.sandbox import free_port, make_settings
+from realty.sandbox import free_port, temporary_stack
 from realty.settings import Settings, get_settings
-from realty.stack import Stack, http_ok
+from realty.stack import http_ok
 from serving.sandbox import (
     ServingProcess,
     real_clean_listings,
@@ -237,18 +236,11 @@ def main() -> None:
 
 
 def bench_in_sandbox(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory(prefix="realty-bench-serve-") as home:
-        settings = make_settings(Path(home))
-        stack = Stack(settings, only=("postgres", "mlflow"))
-        stack.start()
-        try:
-            os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
-            print(f"training a version on {args.rows:,} real listings ...")
-            listings = real_clean_listings(args.rows)
-            version = register_price_model(settings, listings, iterations=args.iterations)
-            return bench(settings, version, args.seconds, args.rounds)
-        finally:
-            stack.stop()
+    with temporary_stack(("postgres", "mlflow"), prefix="realty-bench-serve-") as settings:
+        print(f"training a version on {args.rows:,} real listings ...")
+        listings = real_clean_listings(args.rows)
+        version = register_price_model(settings, listings, iterations=args.iterations)
+        return bench(settings, version, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,8 +23,7 @@ import httpx
 import psutil
 
 from realty.price_model import client_example
-from realty.sandbox import make_settings
-from realty.stack import Stack
+from realty.sandbox import temporary_stack
 from serving.sandbox import (
     ServingProcess,
     real_clean_listings,
@@ -73,20 +71,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000, help="listings to train on")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="realty-bench-memory-") as home:
-        settings = make_settings(Path(home))
-        stack = Stack(settings, only=("postgres", "mlflow"))
-        stack.start()
-        try:
-            os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
-            clean = real_clean_listings(args.rows)
-            version = register_price_model(settings, clean, iterations=300)
-            register_digits_model(settings)
-            listings = client_example(clean.head(200)).to_dict("records")
-            with ServingProcess(settings) as serving:
-                report = measure(serving.url, serving.process.pid, listings, args.requests)
-        finally:
-            stack.stop()
+    with temporary_stack(("postgres", "mlflow"), prefix="realty-bench-memory-") as settings:
+        clean = real_clean_listings(args.rows)
+        version = register_price_model(settings, clean, iterations=300)
+        register_digits_model(settings)
+        listings = client_example(clean.head(200)).to_dict("records")
+        with ServingProcess(settings) as serving:
+            report = measure(serving.url, serving.process.pid, listings, args.requests)
     report["setup"] = {
         "model": f"{settings.price_model_name} v{version} + digits",
         "requests": args.requests,
