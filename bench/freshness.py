@@ -100,24 +100,61 @@ def _steps(instance, run_id: str) -> dict[str, tuple[float, float]]:
     }
 
 
+def _run_events(instance, run_id: str) -> dict[str, float]:
+    """When the daemon handed the run to the launcher, and when it began executing."""
+    from dagster import DagsterEventType
+
+    kinds = {DagsterEventType.RUN_STARTING, DagsterEventType.RUN_START}
+    return {
+        entry.dagster_event.event_type_value: entry.timestamp
+        for entry in instance.all_logs(run_id, of_type=kinds)
+    }
+
+
 def breakdown(instance, settings, key: str, t0: float, t_production: float) -> dict[str, float]:
     """Where the seconds went, from the platform's own records (each phase ends where the next
     begins, so they add up to the total). One run carries the batch from RAW to the gate."""
     fetched = dict(_landed(settings))[key]
     ingest = _run(instance, "ingest_batch", key)
     steps = _steps(instance, ingest.dagster_run.run_id)
+    events = _run_events(instance, ingest.dagster_run.run_id)
     marks = [
         ("wait for the source sensor and fetch", t0),
         ("land in RAW, partition, request the ingest run", fetched),
-        ("queue and launch the ingest run", ingest.create_timestamp.timestamp()),
+        ("queued until the daemon launches it", ingest.create_timestamp.timestamp()),
+        ("launch: a process that loads the code location", events.get("PIPELINE_STARTING")),
+        ("run start to its first step", events.get("PIPELINE_START")),
         ("raw_batch", steps["raw_batch"][0]),
         ("clean_batch", steps["clean_batch"][0]),
         ("drift_report", steps["drift_report"][0]),
         ("candidate_model (train, log, register)", steps["candidate_model"][0]),
         ("production_model (gate, alias)", steps["production_model"][0]),
     ]
+    marks = [(name, at) for name, at in marks if at is not None]  # events a run did not log
     ends = [at for _, at in marks[1:]] + [t_production]
     return {name: round(end - start, 2) for (name, start), end in zip(marks, ends, strict=True)}
+
+
+def training_breakdown(client, name: str, version: str) -> dict:
+    """Where candidate_model's seconds went, from the MLflow runs it logged: fitting and scoring
+    the candidates vs logging them, and each candidate's own seconds."""
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    metrics = parent.data.metrics
+    return {
+        "candidates_seconds": round(metrics["candidates_seconds"], 2),
+        "logging_seconds": round(metrics["logging_seconds"], 2),
+        "per_candidate": {
+            child.data.tags["candidate"]: {
+                "train_seconds": round(child.data.metrics["train_seconds"], 2),
+                "evaluate_seconds": round(child.data.metrics["evaluate_seconds"], 2),
+            }
+            for child in children
+        },
+    }
 
 
 def main() -> None:
@@ -173,6 +210,7 @@ def main() -> None:
             "production_version": _production(client, name),
             "verdict_reasons": reasons[:3],
             "breakdown_seconds": breakdown(instance, settings, key, t0, t_production),
+            "training_seconds": training_breakdown(client, name, _production(client, name)),
             "load_average_1min": round(os.getloadavg()[0], 1),
             "cpus": os.cpu_count(),
         }

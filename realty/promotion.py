@@ -1,7 +1,8 @@
 """Champion/challenger: both models scored on the same evaluation data, then the gate.
 
 The evaluation data is the candidate's own eval split (every clean batch through the
-partition, the newest included), re-derived deterministically from CLEAN.
+partition, the newest included), re-derived deterministically from CLEAN. The candidate's
+scores on it were recorded when it was trained; the champion is scored on it here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from realty import registry
-from realty.retraining import TrainingData
+from realty.retraining import TrainingData, version_metrics
 from realty.settings import Settings
 from realty.training import evaluate
 
@@ -40,7 +41,9 @@ def challenge(
     """Gate ``candidate`` against production on ``data.eval``; promote it if it wins."""
     name = settings.price_model_name
     champion = registry.version_by_alias(client, name, registry.PRODUCTION)
-    challenger = _scores(settings, candidate.version, data)
+    # The candidate was scored on this same eval split when it was trained (its version's
+    # metric tags): loading it back from MLflow to score it again would only cost seconds.
+    challenger = version_metrics(candidate)
     if champion is not None and champion.version == candidate.version:  # a re-run after promotion
         decision = registry.GateDecision(
             True, "already production", challenger["mae_usd"], None, None
