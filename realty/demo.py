@@ -37,7 +37,7 @@ class BatchLine:
     promoted: bool | None
     production_version: str | None  # after this batch
     metrics: dict  # production's scores on its evaluation data: mae_usd, rmse_log, r2_log
-    follow_up_seconds: float  # the train or scoring run
+    follow_up_seconds: float  # its follow-up run (0: its chain ran in the ingest run)
 
 
 def _landed(settings: Settings) -> tuple[dict[str, tuple[int, float]], bool]:
