@@ -12,10 +12,14 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import uvicorn
 from mlflow import MlflowClient
 
 from realty import registry
@@ -27,6 +31,22 @@ from realty.stack import http_ok, service_env
 
 REALTOR_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "realtor" / "realtor_sample.csv.gz"
 START_TIMEOUT_S = 600.0  # imports and model loads took 6 minutes on a 2-core machine at load 15
+
+
+@contextmanager
+def app_in_thread(app: object) -> Iterator[str]:
+    """``app`` served by real uvicorn in a thread of this process on a free port; its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pandas as pd
 import psycopg
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from mlflow import MlflowClient
 
@@ -27,7 +24,7 @@ from realty.sandbox import free_port
 from realty.schema import LISTING_COLUMNS
 from realty.settings import Settings
 from serving.routes import history
-from serving.sandbox import REALTOR_SAMPLE
+from serving.sandbox import REALTOR_SAMPLE, app_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -157,15 +154,8 @@ def history_without_database(pg_settings) -> Iterator[str]:
     app = FastAPI()
     app.state.settings = pg_settings.model_copy(update={"pg_port": free_port()})
     app.include_router(history.router)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join()
+    with app_in_thread(app) as url:
+        yield url
 
 
 def test_a_database_that_is_down_answers_503_with_a_reason(history_without_database) -> None:

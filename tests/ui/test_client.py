@@ -3,16 +3,14 @@ each kind of failure, and the real MLflow server for the registry."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from realty.sandbox import free_port
+from serving.sandbox import app_in_thread
 from tests.ui.conftest import dead_url
 from ui.client import BackendError, RegistryClient, ServingClient
 
@@ -49,17 +47,8 @@ def scripted_app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def scripted_url() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(scripted_app(), host="127.0.0.1", port=port, log_level="critical")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join()
+    with app_in_thread(scripted_app()) as url:
+        yield url
 
 
 def test_an_answer_is_returned(scripted_url: str) -> None:
