@@ -49,6 +49,7 @@ MODEL_FILES = {
 
 # Formats OpenCV-based detection handles, as Pillow names what it sniffs from the bytes.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+JPEG_END = b"\xff\xd9"  # the end-of-image marker
 # Decoding cost grows with pixels, not bytes: a small file can hold a huge image.
 MAX_PIXELS = 40_000_000
 
@@ -139,7 +140,8 @@ class Detection:
 
 
 def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
-    """The upload as a BGR array; its type is sniffed from the bytes, never from a file name."""
+    """The upload as a BGR array, turned upright by its EXIF orientation (as ``cv2.imread``,
+    the course server's decoder, does); its type is sniffed from the bytes, never a file name."""
     if len(data) > max_bytes:
         raise ImageTooLarge(f"the image is {len(data):,} bytes; the limit is {max_bytes:,}")
     if not data:
@@ -158,13 +160,25 @@ def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
             raise ImageTooLarge(
                 f"the image is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,}"
             )
+        if is_plain_complete_jpeg(image, data):
+            # The same pixels as Pillow's path below (tests/serving/test_vision.py), in half the
+            # time: about 1 ms of every detection request on a typical photo.
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                return bgr
         try:
-            # Pillow refuses truncated data here, where OpenCV would fill the rest with grey.
-            # Turned upright by its EXIF orientation, as cv2.imread (the course server) does.
+            # Pillow refuses truncated data here, where some OpenCV versions fill it with grey.
             rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
         except (OSError, ValueError) as error:
             raise CorruptImage(f"the {image.format} image could not be decoded: {error}") from error
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def is_plain_complete_jpeg(image: Image.Image, data: bytes) -> bool:
+    """A colour or grey JPEG that ends with its end-of-image marker: what OpenCV decodes exactly
+    as Pillow does. CMYK colours differ by a level, and a file cut short or followed by other
+    data (motion photos) goes to Pillow, which tells truncation from trailing bytes."""
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and data.endswith(JPEG_END)
 
 
 def encode_jpeg(image: np.ndarray) -> bytes:

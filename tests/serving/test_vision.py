@@ -26,12 +26,13 @@ import pytest
 import requests
 import uvicorn
 from fastapi import FastAPI
-from PIL import Image
+from PIL import Image, ImageOps
 
 from realty.sandbox import free_port
 from realty.settings import Settings, get_settings
 from serving.routes import vision as vision_routes
 from serving.vision import (
+    CorruptImage,
     Detector,
     ImageTooLarge,
     ModelNotInstalled,
@@ -183,6 +184,38 @@ def test_decoding_turns_the_photo_upright_and_takes_any_supported_format() -> No
     transparent = io.BytesIO()
     Image.new("RGBA", (30, 10)).save(transparent, "PNG")
     assert decode_image(transparent.getvalue(), 10_000_000).shape == (10, 30, 3)
+
+
+def pillow_decoding(data: bytes) -> np.ndarray:
+    """The reference: Pillow's pixels, upright, as BGR."""
+    rgb = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    return rgb[:, :, ::-1]
+
+
+def jpeg_with_orientation(orientation: int) -> bytes:
+    pixels = np.random.default_rng(orientation).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_every_jpeg_decodes_to_the_pixels_pillow_gives() -> None:
+    photos = [path.read_bytes() for path in sorted(IMAGES.glob("*.jpg"))]
+    oriented = [jpeg_with_orientation(orientation) for orientation in range(1, 9)]
+    trailing = [image_bytes("fruits.jpg") + b"motion photo video follows"]
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (30, 20), (10, 200, 30, 40)).save(cmyk, "JPEG")
+    for data in [*photos, *oriented, *trailing, cmyk.getvalue()]:
+        np.testing.assert_array_equal(decode_image(data, 10_000_000), pillow_decoding(data))
+
+
+@pytest.mark.parametrize("kept", [0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_a_jpeg_cut_short_anywhere_is_refused(kept: float) -> None:
+    data = image_bytes("fruits.jpg")
+    with pytest.raises(CorruptImage, match="truncated"):
+        decode_image(data[: int(len(data) * kept)], 10_000_000)
 
 
 # ---------------------------------------------------------------- the routes
