@@ -2,9 +2,12 @@
 pass of the same network on the same image, median over interleaved runs. Target: ratio <= 1.15.
 
 The endpoint time is what a client waits for: upload, decoding, the forward pass, boxes, drawing,
-JPEG encoding and the answer. The raw time is ``blobFromImage`` + ``setInput`` + ``forward`` on
-a network read with ``cv2.dnn.readNet`` from the same files, in this process. Both run one after
-the other in each round, so load from elsewhere on the machine hits both alike.
+JPEG encoding and the answer. It is timed with the raw HTTP client of ``bench/raw_http.py`` (a
+request encoded once, as ``bench/serve.py``'s load generator sends them), so it times the
+server, not an HTTP library; httpx's time is recorded next to it, for reference. The raw time
+is ``blobFromImage`` + ``setInput`` + ``forward`` on a network read with ``cv2.dnn.readNet``
+from the same files, in this process. All three run one after the other in each round, so load
+from elsewhere on the machine hits them alike.
 
     python bench/detect.py [--runs 30] [--image ../shared/data/images/fruits.jpg] [--url URL]
 
@@ -16,14 +19,18 @@ price models are absent there; detection does not need them). Writes bench/resul
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import httpx
+from raw_http import multipart_request, read_response  # bench/raw_http.py, next to this script
 
 from realty.settings import REPO_ROOT, Settings, get_settings
 from serving.vision import BLOB_SCALE, BLOB_SIZE, MODEL_FILES
@@ -49,9 +56,9 @@ class RawForward:
         self.net.forward(self.outputs)
 
 
-def timed_ms(call) -> float:
+async def timed_ms(call: Callable[[], Awaitable[object]]) -> float:
     start = time.perf_counter()
-    call()
+    await call()
     return (time.perf_counter() - start) * 1000
 
 
@@ -63,30 +70,53 @@ def measure_detect(
     confidence: float = 0.5,
     weights_dir: Path | None = None,
 ) -> dict:
-    """``{"endpoint_ms", "raw_dnn_ms", "ratio"}``: medians over ``runs`` interleaved rounds
-    against the serving API at ``url`` (whose weights live in ``weights_dir``)."""
+    """``{"endpoint_ms", "raw_dnn_ms", "ratio", "endpoint_httpx_ms"}``: medians over ``runs``
+    interleaved rounds against the serving API at ``url`` (whose weights live in
+    ``weights_dir``). ``endpoint_ms`` is timed with the raw HTTP client of ``bench/raw_http.py``
+    (as ``bench/serve.py``'s load generator), ``endpoint_httpx_ms`` with httpx, for reference."""
     raw = RawForward(weights_dir or get_settings().yolo_weights_dir, model, image)
     upload = image.read_bytes()
     form = {"model": model, "confidence": str(confidence)}
+    request = multipart_request("/v1/detect", form, image.name, upload, "image/jpeg")
+    server = urlsplit(url)
 
-    with httpx.Client(base_url=url, timeout=120) as client:
+    async def rounds() -> dict[str, list[float]]:
+        reader, writer = await asyncio.open_connection(server.hostname, server.port)
+        httpx_client = httpx.AsyncClient(base_url=url, timeout=120)
 
-        def detect() -> None:
+        async def detect() -> None:
+            writer.write(request)
+            status, body = await read_response(reader)
+            if status != 200:
+                raise RuntimeError(f"/v1/detect answered {status}: {body[:200]!r}")
+
+        async def detect_with_httpx() -> None:
             files = {"file": (image.name, upload, "image/jpeg")}
-            client.post("/v1/detect", files=files, data=form).raise_for_status()
+            response = await httpx_client.post("/v1/detect", files=files, data=form)
+            response.raise_for_status()
 
-        for _ in range(WARMUP_RUNS):
-            detect()
+        async def forward() -> None:
             raw()
-        endpoint, direct = [], []
-        for _ in range(runs):
-            endpoint.append(timed_ms(detect))
-            direct.append(timed_ms(raw))
-    endpoint_ms, raw_ms = statistics.median(endpoint), statistics.median(direct)
+
+        calls = {"endpoint": detect, "raw": forward, "httpx": detect_with_httpx}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        try:
+            for round_ in range(WARMUP_RUNS + runs):
+                for name, call in calls.items():
+                    elapsed = await timed_ms(call)
+                    if round_ >= WARMUP_RUNS:
+                        times[name].append(elapsed)
+        finally:
+            writer.close()
+            await httpx_client.aclose()
+        return times
+
+    medians = {name: statistics.median(times) for name, times in asyncio.run(rounds()).items()}
     return {
-        "endpoint_ms": round(endpoint_ms, 2),
-        "raw_dnn_ms": round(raw_ms, 2),
-        "ratio": round(endpoint_ms / raw_ms, 3),
+        "endpoint_ms": round(medians["endpoint"], 2),
+        "raw_dnn_ms": round(medians["raw"], 2),
+        "ratio": round(medians["endpoint"] / medians["raw"], 3),
+        "endpoint_httpx_ms": round(medians["httpx"], 2),
     }
 
 

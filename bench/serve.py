@@ -4,9 +4,8 @@
 Both servers run at the same time on 127.0.0.1, one worker process each, and get the same load
 generator in the same run, interleaved (realty, mlflow, realty, mlflow, ...) at concurrency 1
 and 16, so load from elsewhere on the machine hits both alike. The load generator is an asyncio
-client on raw keep-alive HTTP/1.1 connections (one per concurrent client, each sending its
-next request when the previous answer has arrived); it costs far less CPU per request than an
-HTTP library would, which matters when the client shares the 2 cores with the server.
+client on raw keep-alive HTTP/1.1 connections (``bench/raw_http.py``; one per concurrent
+client, each sending its next request when the previous answer has arrived).
 Every answer must be a 200; the first answers of both servers are checked to be equal prices.
 
     python bench/serve.py [--seconds 5] [--rounds 2] [--rows 20000] [--iterations 300]
@@ -34,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from mlflow import MlflowClient
+from raw_http import json_request, read_response  # bench/raw_http.py, next to this script
 
 from realty.price_model import client_example
 from realty.registry import PRODUCTION, version_by_alias
@@ -51,25 +51,6 @@ from serving.schemas import Listing
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 CONCURRENCY = (1, 16)
 LISTINGS = 200  # distinct listings the requests cycle through
-
-
-def request_bytes(path: str, body: dict) -> bytes:
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    )
-    return head.encode() + payload
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = next(
-        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
-    )
-    return status, await reader.readexactly(length)
 
 
 async def client(
@@ -176,8 +157,8 @@ def bench(settings: Settings, version: str, seconds: float, rounds: int) -> dict
         Listing(**row).fields()
         for row in client_example(real_clean_listings(LISTINGS)).to_dict("records")
     ]
-    realty_requests = [request_bytes("/v1/price/predict", {"listings": [x]}) for x in listings]
-    mlflow_requests = [request_bytes("/invocations", {"dataframe_records": [x]}) for x in listings]
+    realty_requests = [json_request("/v1/price/predict", {"listings": [x]}) for x in listings]
+    mlflow_requests = [json_request("/invocations", {"dataframe_records": [x]}) for x in listings]
     with ExitStack() as servers:
         realty = servers.enter_context(ServingProcess(settings))
         scoring = servers.enter_context(MlflowScoringServer(settings, version))
