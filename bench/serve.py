@@ -185,6 +185,9 @@ def bench(settings: Settings, version: str, seconds: float, rounds: int) -> dict
     report["detect"] = detect
     report["setup"] = {
         "model": f"{settings.price_model_name} v{version}",
+        "candidate": MlflowClient(settings.mlflow_url)
+        .get_model_version(settings.price_model_name, version)
+        .tags.get("candidate"),
         "seconds_per_phase": seconds,
         "rounds": rounds,
         "workers": 1,
