@@ -121,6 +121,24 @@ def test_fields_round_trip(writer_settings: Settings) -> None:
     assert [InferenceRecord(*row) for row in rows] == [sent, price]
 
 
+def test_text_that_looks_like_copy_syntax_is_stored_as_sent(writer_settings: Settings) -> None:
+    request_id = f"syntax-{uuid.uuid4().hex}"
+    tricky = 'a,b;"c"\\d\ne\tf\x1eg\x1fh\\.\n\\N NULL ü €'
+    (record,) = price_records(request_id)
+    sent = InferenceRecord(**{**vars(record), "listing": {"street": tricky, tricky: [tricky]}})
+    writer = InferenceLogWriter(writer_settings)
+    writer.start()
+    writer.submit([sent])
+    writer.close()
+
+    with psycopg.connect(writer_settings.database_url("raw_data")) as conn:
+        (listing,) = conn.execute(
+            "SELECT listing FROM inference_log WHERE request_id = %s", (request_id,)
+        ).fetchone()
+    assert listing == sent.listing
+    assert writer.stats()["rows_written"] == 1
+
+
 def test_close_flushes_what_is_queued(writer_settings: Settings) -> None:
     # The timer alone would wait a minute and the batch never fills: only close() writes.
     settings = writer_settings.model_copy(
