@@ -15,11 +15,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.types.json import JsonDumper
 
 from realty import copy_text
 from realty.copy_text import CHUNK_ROWS, _exact_text, _fast_text
 from realty.data_api import FetchedBatch, parse_body
-from realty.db import copy_records
 from realty.landing import (
     PayloadConflict,
     _write_rows,
@@ -65,6 +66,19 @@ def batch_of(rows: list, day: str = DAY_PREFIX) -> FetchedBatch:
     """A batch as the client makes it: the rows through JSON and back."""
     body = orjson.dumps({"group_number": 1, "day": day, "batch_number": 1, "data": rows})
     return parse_body(body)
+
+
+def copy_records(cur: psycopg.Cursor, table: str, columns: tuple[str, ...], records) -> None:
+    """The reference writer (RAW's path before ``realty.copy_text``): psycopg's ``write_row``,
+    a dict or list where a scalar belongs (a garbled payload) written as its JSON text."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    cur.adapters.register_dumper(dict, JsonDumper)
+    cur.adapters.register_dumper(list, JsonDumper)
+    with cur.copy(statement) as copy:
+        for record in records:
+            copy.write_row(record)
 
 
 def stored_rows(conn: psycopg.Connection, key: str) -> list[tuple]:
