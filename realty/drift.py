@@ -27,6 +27,7 @@ SKETCH_LEVELS = np.linspace(0.0, 1.0, 101)  # quantiles kept for the Wasserstein
 PSI_EPSILON = 1e-4  # an empty bin counts as this share so that ln(b / r) stays finite
 TOP_NAMES = 5  # unseen values named per geography level
 FORMAT = 1  # version of ReferenceProfile.to_dict
+INITIAL_BASELINE = "initial baseline"  # the reason of a batch judged with nothing in production
 _SEEN = {"states": "state", "cities": "city", "zip_codes": "zip_code"}  # profile field: level
 _NOUNS = {
     "state": ("state", "states"),
@@ -241,6 +242,11 @@ class DriftReport:
         return _markdown(self)
 
 
+def retrain_trigger(reasons: list[str]) -> str:
+    """The trigger a retrain verdict's training is tagged with: the first model, or drift."""
+    return "initial" if reasons == [INITIAL_BASELINE] else "drift"
+
+
 def drift_report(
     reference: ReferenceProfile | None,
     batch: pd.DataFrame,
@@ -251,7 +257,7 @@ def drift_report(
     rows, t = len(batch), thresholds
     if reference is None:  # nothing in production yet: the first model is the baseline
         return DriftReport(
-            True, ["initial baseline"], rows, None, performance=performance, thresholds=t
+            True, [INITIAL_BASELINE], rows, None, performance=performance, thresholds=t
         )
     _require(batch)
     if rows == 0:

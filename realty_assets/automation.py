@@ -26,6 +26,7 @@ import dagster as dg
 from realty import freshness
 from realty.data_api import DataApiError, day_slug, parse_batch_key
 from realty.decisions import candidate_version
+from realty.drift import retrain_trigger
 from realty.landing import LandedBatch, land_next_batch, landed_keys
 from realty.registry import rollback
 from realty.settings import get_settings
@@ -226,7 +227,7 @@ def _follow_up(verdict: freshness.VerdictRow) -> dg.RunRequest:
     job = train_job if verdict.retrain else score_job
     tags = {FOLLOW_UP_TAG: "drift"}
     if verdict.retrain:
-        trigger = "initial" if verdict.reasons == ["initial baseline"] else "drift"
+        trigger = retrain_trigger(verdict.reasons)
         tags |= {TRIGGER_TAG: trigger, REASONS_TAG: json.dumps(verdict.reasons)[:4000]}
     return dg.RunRequest(
         run_key=f"{job.name}-{verdict.key}",

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from realty.decisions import candidate_version, record_gate, record_training
+from realty.drift import retrain_trigger
 from realty.monitoring import StoredVerdict, stored_verdict
 from realty.promotion import challenge
 from realty.retraining import train_and_register, training_data
@@ -25,8 +26,7 @@ def _why(tags: Mapping[str, str], verdict: StoredVerdict | None) -> tuple[str, l
     if TRIGGER_TAG in tags:
         return tags[TRIGGER_TAG], json.loads(tags.get(REASONS_TAG, "[]"))
     if verdict and verdict.retrain:
-        reasons = verdict.reasons
-        return ("initial" if reasons == ["initial baseline"] else "drift"), reasons
+        return retrain_trigger(verdict.reasons), verdict.reasons
     return "manual", ["requested by hand"]
 
 
