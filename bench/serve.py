@@ -35,17 +35,18 @@ import numpy as np
 from mlflow import MlflowClient
 from raw_http import json_request, read_response  # bench/raw_http.py, next to this script
 
-from realty.price_model import client_example
-from realty.registry import PRODUCTION, version_by_alias
-from realty.sandbox import free_port, temporary_stack
+from realty.model.price_model import client_example
+from realty.model.registry import PRODUCTION, version_by_alias
 from realty.settings import Settings, get_settings
-from realty.stack import http_ok
-from serving.sandbox import (
+from realty_ops.sandbox import (
     ServingProcess,
+    free_port,
     real_clean_listings,
     register_price_model,
     settings_env,
+    temporary_stack,
 )
+from realty_ops.stack import http_ok
 from serving.schemas import Listing
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"

@@ -5,7 +5,7 @@ answering price requests, sampled every 50 ms.
     python bench/serving_memory.py [--requests 2000] [--rows 20000]
 
 It starts PostgreSQL and MLflow in a temporary home, registers a price version trained on
-``--rows`` real listings and the digits model (serving.sandbox, as the serving tests do), runs
+``--rows`` real listings and the digits model (realty_ops.sandbox, as the serving tests do), runs
 ``realty serve`` (one worker) and sends single-listing requests from a few threads.
 Writes bench/results/serving_memory.json.
 """
@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import psutil
 
-from realty.price_model import client_example
-from realty.sandbox import temporary_stack
-from serving.sandbox import (
+from realty.model.price_model import client_example
+from realty_ops.sandbox import (
     ServingProcess,
     real_clean_listings,
     register_digits_model,
     register_price_model,
+    temporary_stack,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_memory.json"

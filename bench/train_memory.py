@@ -3,10 +3,10 @@ peak RSS of the process that trained it (the bar: within 4 GB).
 
 The rows come from the simulator's generator directly (``source.generator.generate_batch``, the
 whole virtual file in 5 batches of 250,000), cleaned in memory by the platform's cleaning rules
-(``realty.cleaning.clean_batch``): the same rows and types the platform would land and clean,
+(``realty.ingest.cleaning.clean_batch``): the same rows and types the platform would land and clean,
 without spending minutes in PostgreSQL first. The clean listings are split as the loop splits
 them (``split_for_training``, 20% eval per batch), and each candidate is trained by
-``realty.training.train_candidates`` in a process of its own, so its peak RSS is its own
+``realty.model.training.train_candidates`` in a process of its own, so its peak RSS is its own
 (it includes reading the training frame). Writes ``bench/results/train_memory.json``.
 
     python bench/train_memory.py [--rows 1250000] [--max-seconds 900]
@@ -35,7 +35,7 @@ def clean_listings(rows: int):
     """``rows`` generated listings in BATCHES batches, through the cleaning rules."""
     import pandas as pd
 
-    from realty.cleaning import clean_batch
+    from realty.ingest.cleaning import clean_batch
     from realty.schema import LISTING_COLUMNS
     from source.generator import generate_batch
 
@@ -56,7 +56,7 @@ def train_one(name: str, train_file: Path, eval_file: Path, max_seconds: float) 
     """Child process: train one candidate, print its seconds, peak RSS and scores as JSON."""
     import pandas as pd
 
-    from realty.training import TrainingBudget, train_candidates
+    from realty.model.training import TrainingBudget, train_candidates
 
     train, evaluation = pd.read_pickle(train_file), pd.read_pickle(eval_file)
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0, help="per candidate")
     args = parser.parse_args()
 
-    from realty.training import CANDIDATES, split_for_training
+    from realty.model.training import CANDIDATES, split_for_training
 
     work = Path(tempfile.mkdtemp(prefix="realty-train-memory-"))
     listings = clean_listings(args.rows)
@@ -105,7 +105,7 @@ def main() -> None:
         print(name, candidates[name], flush=True)
     peak = max(c["peak_rss_mb"] for c in candidates.values())
     result = {
-        "source": "source.generator (5 batches), cleaned by realty.cleaning in memory",
+        "source": "source.generator (5 batches), cleaned by realty.ingest.cleaning in memory",
         "max_seconds_per_candidate": args.max_seconds,
         "candidates": candidates,
         "peak_rss_mb": peak,

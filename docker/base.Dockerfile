@@ -23,6 +23,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 COPY realty ./realty
+COPY realty_ops ./realty_ops
 COPY realty_assets ./realty_assets
 COPY serving ./serving
 COPY ui ./ui

@@ -31,6 +31,6 @@ USER 10001:10001
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["healthcheck", "http://127.0.0.1:5000/health"]
-# The embedded stack's flags (realty/stack.py mlflow_command); the URIs come from the environment.
+# The embedded stack's flags (realty_ops/stack.py mlflow_command); the URIs come from the environment.
 CMD ["mlflow", "server", "--serve-artifacts", "--host", "0.0.0.0", "--port", "5000", \
      "--workers", "1"]

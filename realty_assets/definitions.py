@@ -9,19 +9,11 @@ from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
-from realty_assets.automation import (
-    drift_sensor,
-    fetch_batch_job,
-    freshness_sensor,
-    ingest_job,
-    rollback_job,
-    score_job,
-    source_schedule,
-    source_sensor,
-    train_job,
-)
 from realty_assets.checks import FRESHNESS_CHECKS, freshness_checks_sensor
+from realty_assets.jobs import fetch_batch_job, ingest_job, rollback_job, score_job, train_job
 from realty_assets.resources import build_resources
+from realty_assets.schedules import source_schedule
+from realty_assets.sensors import drift_sensor, freshness_sensor, source_sensor
 
 defs = dg.Definitions(
     assets=[

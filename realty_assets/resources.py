@@ -7,7 +7,7 @@ import mlflow
 import psycopg
 from mlflow import MlflowClient
 
-from realty.data_api import DataApiClient
+from realty.ingest.data_api import DataApiClient
 from realty.settings import Settings
 
 

@@ -24,7 +24,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from realty.registry import PRODUCTION, version_by_alias
+from realty.model.registry import PRODUCTION, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class ReloadAttempt:
 
 
 def load_price_model(name: str, version: str) -> Any:
-    """The fitted ``realty.price_model.PriceModel`` of a version, out of its pyfunc wrapper."""
+    """The fitted ``PriceModel`` (realty.model.price_model) of a version, out of its pyfunc
+    wrapper."""
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from realty.cleaning import CleaningRules
+from realty.ingest.cleaning import CleaningRules
 
 _RULES = CleaningRules()  # the ranges CLEAN accepts are the ranges a listing may have here
 

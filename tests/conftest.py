@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from realty.sandbox import SimulatorProcess, make_settings
 from realty.settings import Settings
-from realty.stack import Stack, service_env
+from realty_ops.sandbox import SimulatorProcess, make_settings
+from realty_ops.stack import Stack, service_env
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REALTOR_SAMPLE = SHARED / "data" / "realtor" / "realtor_sample.csv.gz"
@@ -45,7 +45,7 @@ def dagster_instance(pg_settings: Settings):
     """A Dagster instance with its storage in the test server's `dagster` database."""
     from dagster import DagsterInstance
 
-    from realty.stack import prepare_dagster_home
+    from realty_ops.stack import prepare_dagster_home
 
     prepare_dagster_home(pg_settings)
     os.environ.update(
@@ -100,7 +100,7 @@ def production_models(mlflow_settings: Settings) -> ProductionModels:
     MLflow server, trained in about 20 s: the learning loop's `train_and_register` on 3,000 real
     listings with a 60-round budget, and the `digits_model` asset. Session-wide: tests must not
     move these aliases (register under another model name to test promotions)."""
-    from serving.sandbox import real_clean_listings, register_digits_model, register_price_model
+    from realty_ops.sandbox import real_clean_listings, register_digits_model, register_price_model
 
     listings = real_clean_listings(3_000)
     price_version = register_price_model(mlflow_settings, listings)
@@ -112,8 +112,8 @@ def production_models(mlflow_settings: Settings) -> ProductionModels:
 def serving_server(production_models: ProductionModels) -> Iterator:
     """`realty serve` (real uvicorn) on a free port of 127.0.0.1 serving `production_models`;
     `.url` is its base URL, `.settings` its settings. Stopped at the end of the session. For a
-    server of your own (other settings or env), use `serving.sandbox.ServingProcess` directly."""
-    from serving.sandbox import ServingProcess
+    server of your own (other settings or env), use `realty_ops.sandbox.ServingProcess` directly."""
+    from realty_ops.sandbox import ServingProcess
 
     with ServingProcess(production_models.settings) as server:
         yield server

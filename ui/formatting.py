@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from realty.cleaning import CleaningRules
+from realty.ingest.cleaning import CleaningRules
 from ui.client import ModelVersion
 
 # The form's listing fields in the order the tabs show them; price is what gets predicted.

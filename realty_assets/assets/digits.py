@@ -5,8 +5,8 @@ from importlib import metadata
 import dagster as dg
 import mlflow as mlflow_api
 
-from realty import registry
 from realty.digits import train_digits
+from realty.model import registry
 from realty_assets.resources import MlflowResource
 
 REQUIREMENTS = ("scikit-learn", "numpy")

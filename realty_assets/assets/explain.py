@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from realty.clean_store import read_clean_listings
-from realty.decisions import candidate_version
+from realty.store.clean import read_clean_listings
+from realty.store.ledger import candidate_version
 from realty_assets.assets.drift import LEARNING_GROUP
 from realty_assets.assets.train import production_model
 from realty_assets.partitions import batch_partitions
@@ -24,7 +24,7 @@ def shap_report(
 ) -> dg.MaterializeResult:
     # Imported here: SHAP and matplotlib cost seconds that every run (each loads this module)
     # would pay before its first step, and only this step needs them.
-    from realty.explaining import explain_and_log
+    from realty.explain.versions import explain_and_log
 
     key, settings = context.partition_key, mlflow.settings
     client = mlflow.client()

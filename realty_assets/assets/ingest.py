@@ -5,10 +5,10 @@ from itertools import islice
 import dagster as dg
 import pandas as pd
 
-from realty.clean_store import BatchAccount, clean_landed_batch
-from realty.landing import ensure_rows
-from realty.quality import CHECK_NAMES, run_checks
+from realty.ingest.landing import ensure_rows
+from realty.ingest.quality import CHECK_NAMES, run_checks
 from realty.schema import LISTING_COLUMNS
+from realty.store.clean import BatchAccount, clean_landed_batch
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import PostgresResource
 

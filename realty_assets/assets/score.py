@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from realty import registry
-from realty.scoring import score_batch
+from realty.model import registry
+from realty.model.scoring import score_batch
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
 from realty_assets.assets.train import production_model
 from realty_assets.partitions import batch_partitions

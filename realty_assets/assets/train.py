@@ -6,19 +6,15 @@ from collections.abc import Iterator, Mapping
 import dagster as dg
 import pandas as pd
 
-from realty.decisions import candidate_version, record_gate, record_training
 from realty.drift import retrain_trigger
-from realty.monitoring import StoredVerdict, stored_verdict
-from realty.promotion import challenge
-from realty.retraining import train_and_register, training_data
+from realty.model.gate import challenge
+from realty.model.versions import train_and_register, training_data
+from realty.store.ledger import candidate_version, record_gate, record_training
+from realty.verdict import StoredVerdict, stored_verdict
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import MlflowResource, PostgresResource
-
-TRIGGER_TAG = "realty/trigger"
-REASONS_TAG = "realty/reasons"
-# The job that lands, cleans and judges a batch, and runs this chain when the verdict says so.
-INGEST_JOB = "ingest_batch"
+from realty_assets.runs import INGEST_JOB, REASONS_TAG, TRIGGER_TAG
 
 
 def _why(tags: Mapping[str, str], verdict: StoredVerdict | None) -> tuple[str, list[str]]:

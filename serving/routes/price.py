@@ -61,7 +61,7 @@ def explain_price(
     model = loaded.model
     listing = body.listing.fields()
     price = float(model.predict_rows([listing])[0])
-    from realty.explain import explain  # numba, shap and matplotlib: loaded on first use
+    from realty.explain.explainer import explain  # numba, shap and matplotlib: loaded on first use
 
     try:
         shap = explain(model.estimator, model.features(pd.DataFrame([listing])), sample_size=1)

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from serving.inference_log import InferenceRecord
-from serving.vision import Detection, Detectors, VisionError, decode_image, encode_jpeg
+from serving.vision.detection import Detection, Detectors, VisionError, decode_image, encode_jpeg
 
 
 @asynccontextmanager

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realty.cleaning import CleaningRules, clean_batch
 from realty.drift import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -23,6 +22,7 @@ from realty.drift import (
     ReferenceProfile,
     drift_report,
 )
+from realty.ingest.cleaning import CleaningRules, clean_batch
 from tests.conftest import require_sample
 
 STATES = ("Massachusetts", "Connecticut", "New York", "New Jersey", "Pennsylvania", "Maine")

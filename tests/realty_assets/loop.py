@@ -7,7 +7,7 @@ import dagster as dg
 import psycopg
 
 from realty.settings import Settings
-from realty_assets import automation
+from realty_assets import jobs, runs, sensors
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
@@ -32,9 +32,9 @@ ASSETS = [
 judge_job = dg.define_asset_job(
     "judge_batch",
     selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report),
-    tags=automation.SERIAL_TAGS,
+    tags=runs.SERIAL_TAGS,
 )
-JOBS = [automation.ingest_job, automation.train_job, automation.score_job, judge_job]
+JOBS = [jobs.ingest_job, jobs.train_job, jobs.score_job, judge_job]
 
 
 class Loop:
@@ -94,10 +94,10 @@ class Loop:
         """One batch through the loop: source tick, ingest run (the learning chain too when its
         verdict says retrain), drift tick, and the follow-up run it requests, if any."""
         done = []
-        for request in self.tick(automation.source_sensor):
-            self.run(request, automation.ingest_job.name)
+        for request in self.tick(sensors.source_sensor):
+            self.run(request, jobs.ingest_job.name)
             done.append(("ingest_batch", request.partition_key))
-        for request in self.tick(automation.drift_sensor):
+        for request in self.tick(sensors.drift_sensor):
             self.run(request, "")
             done.append((request.job_name, request.partition_key))
         return done

@@ -7,9 +7,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from realty.data_api import DataApiClient, batch_key
-from realty.landing import land_next_batch
-from realty_assets import automation
+from realty.ingest.data_api import DataApiClient, batch_key
+from realty.ingest.landing import land_next_batch
+from realty_assets import jobs, sensors
 from realty_assets.assets.ingest import raw_batch
 from realty_assets.checks import (
     LANDING_CHECK,
@@ -37,12 +37,12 @@ def _land_next(loop: Loop) -> dg.RunRequest:
     """A source tick: the ingest request of the loop's newest batch (other tests' landed
     batches without a partition yet are requested too; they are not this loop's business)."""
     prefix = batch_key(loop.settings.group_number, loop.settings.day, 0)[:-3]
-    requests = loop.tick(automation.source_sensor)
+    requests = loop.tick(sensors.source_sensor)
     [ingest] = [r for r in requests if r.partition_key.startswith(prefix)]
     return ingest
 
 
-def _ingest_next(loop: Loop, job: str = automation.ingest_job.name) -> dg.ExecuteInProcessResult:
+def _ingest_next(loop: Loop, job: str = jobs.ingest_job.name) -> dg.ExecuteInProcessResult:
     return loop.run(_land_next(loop), job)
 
 
@@ -87,7 +87,7 @@ def test_landing_check_fails_after_two_schedule_periods_without_a_batch(make_loo
         assets=ASSETS, asset_checks=[batch_landed_recently], jobs=[check_only, raw_only],
         resources=loop.resources,
     )  # fmt: skip
-    assert batch_landed_recently.check_keys <= automation.ingest_job.selection.resolve_checks(
+    assert batch_landed_recently.check_keys <= jobs.ingest_job.selection.resolve_checks(
         defs.resolve_asset_graph()
     )
 
@@ -124,7 +124,7 @@ def test_landing_check_fails_after_two_schedule_periods_without_a_batch(make_loo
     landing = _reported(loop)[LANDING_CHECK]
     assert landing.passed and "delivered every batch" in landing.description
     assert "source_exhausted_at" in landing.metadata
-    loop.tick(automation.source_sensor)  # partitions for what was landed by hand
+    loop.tick(sensors.source_sensor)  # partitions for what was landed by hand
 
 
 def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loop) -> None:
@@ -136,7 +136,7 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
 
     # b001's verdict without its chain: the drift sensor requests the train run.
     _ingest_next(loop, judge_job.name)
-    [train] = loop.tick(automation.drift_sensor)
+    [train] = loop.tick(sensors.drift_sensor)
     assert (train.job_name, train.tags["realty/trigger"]) == ("train_model", "initial")
     evaluation = _evaluation(loop.run(train, ""), VERDICTS_CHECK)
     assert evaluation.passed, evaluation.description
@@ -148,7 +148,7 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
         result = _ingest_next(strict)  # a retrain verdict: its chain runs in the ingest run
         [(trigger,)] = loop.clean("SELECT trigger FROM model_decisions WHERE batch_key = %s", key)
         assert trigger == "drift"
-        assert strict.tick(automation.drift_sensor) == [], "no follow-up run: the chain ran"
+        assert strict.tick(sensors.drift_sensor) == [], "no follow-up run: the chain ran"
         ignored.append(key)
         evaluation = _evaluation(result, VERDICTS_CHECK)
         [(promoted,)] = loop.clean("SELECT promoted FROM model_decisions WHERE batch_key = %s", key)
@@ -165,7 +165,7 @@ def test_verdicts_check_fails_when_production_ignores_too_many_retrains(make_loo
     retrain = dg.RunRequest(
         partition_key="g1-freshverdicts-b003", tags={"realty/trigger": "manual"}
     )
-    evaluation = _evaluation(loop.run(retrain, automation.train_job.name), VERDICTS_CHECK)
+    evaluation = _evaluation(loop.run(retrain, jobs.train_job.name), VERDICTS_CHECK)
     [(promoted,)] = loop.clean(
         "SELECT promoted FROM model_decisions WHERE batch_key = 'g1-freshverdicts-b003'"
     )
@@ -188,17 +188,17 @@ def test_stale_production_is_retrained_without_drift(make_loop) -> None:
         drift_median_price_change=1e9,
     )
     _ingest_next(loop)  # b001: the initial baseline, trained in its ingest run
-    assert loop.tick(automation.freshness_sensor) == []
+    assert loop.tick(sensors.freshness_sensor) == []
 
     _ingest_next(loop)  # b002: kept
-    [score] = loop.tick(automation.drift_sensor)
+    [score] = loop.tick(sensors.drift_sensor)
     assert score.job_name == "score_batch"
-    assert loop.tick(automation.freshness_sensor) == [], "waits for the verdict's follow-up"
+    assert loop.tick(sensors.freshness_sensor) == [], "waits for the verdict's follow-up"
     loop.run(score, "")
 
-    [stale] = loop.tick(automation.freshness_sensor)
+    [stale] = loop.tick(sensors.freshness_sensor)
     assert (stale.partition_key, stale.tags["realty/trigger"]) == ("g1-freshstale-b002", "stale")
-    loop.run(stale, automation.train_job.name)
+    loop.run(stale, jobs.train_job.name)
     [(trigger, reasons, promoted)] = loop.clean(
         "SELECT trigger, reasons, promoted FROM model_decisions "
         "WHERE batch_key = 'g1-freshstale-b002'"
@@ -208,4 +208,4 @@ def test_stale_production_is_retrained_without_drift(make_loop) -> None:
         "stale: production v1 was trained through g1-freshstale-b001, 1 batches and 0.0 h ago "
         "(limit 1 batches)"
     ]
-    assert loop.tick(automation.freshness_sensor) == [], "b002 is retrained"
+    assert loop.tick(sensors.freshness_sensor) == [], "b002 is retrained"

@@ -10,12 +10,12 @@ import httpx
 import psycopg
 import pytest
 
-from realty.clean_store import batches_through, read_clean_listings
 from realty.settings import Settings
+from realty.store.clean import batches_through, read_clean_listings
 from realty_assets.assets.ingest import clean_batch, raw_batch
-from realty_assets.automation import source_sensor
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
+from realty_assets.sensors import source_sensor
 from tests.conftest import require_sample
 
 

@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
-from realty import registry
-from realty.monitoring import judge_batch
-from realty_assets import automation
+from realty.model import registry
+from realty.verdict import judge_batch
+from realty_assets import jobs, sensors
 from realty_assets.assets.digits import digits_model
 from realty_assets.resources import build_resources
 from tests.realty_assets.loop import Loop
@@ -65,9 +65,9 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
     assert not again.report.retrain, again.report.reasons
 
     for expected in ("g1-learning-b002", "g1-learning-b003"):
-        [ingest] = loop.tick(automation.source_sensor)
+        [ingest] = loop.tick(sensors.source_sensor)
         assert ingest.partition_key == expected
-        ingested = loop.run(ingest, automation.ingest_job.name)
+        ingested = loop.run(ingest, jobs.ingest_job.name)
         [(retrain, reasons)] = loop.clean(
             "SELECT retrain, reasons FROM drift_reports WHERE batch_key = %s", expected
         )
@@ -75,14 +75,14 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
         trained = loop.clean("SELECT trigger FROM model_decisions WHERE batch_key = %s", expected)
         if retrain:  # trained, gated, explained and scored in the ingest run itself
             assert trained == [("drift",)]
-            assert loop.tick(automation.drift_sensor) == []
+            assert loop.tick(sensors.drift_sensor) == []
         else:  # the chain was skipped; the scoring run follows
             assert trained == []
             skipped = {event.step_key for event in ingested.get_step_skipped_events()}
             assert {"production_model", "shap_report", "batch_predictions"} <= skipped
             # Until the verdict has its follow-up run, the source is not asked for the next batch.
-            assert loop.tick(automation.source_sensor) == []
-            [follow_up] = loop.tick(automation.drift_sensor)
+            assert loop.tick(sensors.source_sensor) == []
+            [follow_up] = loop.tick(sensors.drift_sensor)
             assert follow_up.job_name == "score_batch"
             loop.run(follow_up, "")
         production = registry.version_by_alias(client, name, registry.PRODUCTION)
@@ -105,7 +105,7 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
 def _retrain_by_hand(loop: Loop, key: str = "g1-learning-b001") -> None:
     loop.run(
         dg.RunRequest(partition_key=key, tags={"realty/trigger": "manual"}),
-        automation.train_job.name,
+        jobs.train_job.name,
     )
 
 
@@ -139,7 +139,7 @@ def test_rollback_job_swaps_production_and_previous(loop: Loop) -> None:
     registry.promote(client, name, older)
     registry.promote(client, name, newer)
 
-    result = automation.rollback_job.execute_in_process(
+    result = jobs.rollback_job.execute_in_process(
         instance=loop.instance, resources={"mlflow": loop.resources["mlflow"]}
     )
 

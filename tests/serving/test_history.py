@@ -15,16 +15,15 @@ import pytest
 from fastapi import FastAPI
 from mlflow import MlflowClient
 
-from realty.clean_store import clean_landed_batch, read_clean_listings
-from realty.data_api import FetchedBatch
 from realty.drift import DriftThresholds, PerformanceDrift, ReferenceProfile, drift_report
-from realty.landing import land_payload
-from realty.monitoring import Verdict, store_verdict
-from realty.sandbox import free_port
+from realty.ingest.data_api import FetchedBatch
+from realty.ingest.landing import land_payload
 from realty.schema import LISTING_COLUMNS
 from realty.settings import Settings
+from realty.store.clean import clean_landed_batch, read_clean_listings
+from realty.verdict import Verdict, store_verdict
+from realty_ops.sandbox import REALTOR_SAMPLE, app_in_thread, free_port
 from serving.routes import history
-from serving.sandbox import REALTOR_SAMPLE, app_in_thread
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.dummy import DummyRegressor
 
-from realty import registry
-from realty.price_model import PriceModel
-from serving.sandbox import ServingProcess
+from realty.model import registry
+from realty.model.price_model import PriceModel
+from realty_ops.sandbox import ServingProcess
 from serving.schemas import EXAMPLE_LISTING
 
 SWAP_MODEL = "realty-price-swap"  # its own name: the session's realty-price stays as it is

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from realty.sandbox import free_port, make_settings
 from realty.settings import Settings
-from realty.stack import Stack
+from realty_ops.sandbox import free_port, make_settings
+from realty_ops.stack import Stack
 from serving.inference_log import InferenceLogWriter, InferenceRecord, Spool
 
 

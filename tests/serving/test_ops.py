@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from realty.sandbox import free_port
-from serving.sandbox import ServingProcess
+from realty_ops.sandbox import ServingProcess, free_port
 from serving.schemas import EXAMPLE_LISTING
 from tests.serving.test_digits_routes import DIGIT_EIGHT
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realty.features import feature_frame, feature_rows, prepare_features
-from realty.hgb_rows import HgbRows
-from realty.price_model import HGB_ROWS_MAX, client_example
+from realty.model.features import feature_frame, feature_rows, prepare_features
+from realty.model.hgb_rows import HgbRows
+from realty.model.price_model import HGB_ROWS_MAX, client_example
+from realty_ops.sandbox import real_clean_listings
 from serving.routes import price
-from serving.sandbox import real_clean_listings
 from serving.schemas import EXAMPLE_LISTING, Listing
 
 CANDIDATES = ("catboost", "hist_gradient_boosting", "baseline_median")

@@ -28,10 +28,10 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image, ImageOps
 
-from realty.sandbox import free_port
 from realty.settings import Settings, get_settings
+from realty_ops.sandbox import free_port
 from serving.routes import vision as vision_routes
-from serving.vision import (
+from serving.vision.detection import (
     CorruptImage,
     Detector,
     ImageTooLarge,
@@ -39,7 +39,7 @@ from serving.vision import (
     decode_image,
     select_detections,
 )
-from serving.weights import (
+from serving.vision.weights import (
     SDIST_MODELS_DIR,
     TINY_FILES,
     WeightsInstallError,

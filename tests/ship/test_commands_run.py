@@ -17,9 +17,9 @@ import psycopg
 import pytest
 import yaml
 
-from realty.sandbox import free_port
 from realty.settings import Settings
-from realty.stack import dagster_daemon_ready, port_in_use
+from realty_ops.sandbox import free_port
+from realty_ops.stack import dagster_daemon_ready, port_in_use
 from tests.ship.shipping import DOCKER, compose, exec_form, healthcheck_command, image_stage
 
 BIN = Path(sys.executable).parent

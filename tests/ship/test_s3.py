@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
-from realty.clean_store import read_clean_listings
-from realty.sandbox import free_port
 from realty.settings import Settings
-from realty.stack import Stack
+from realty.store.clean import read_clean_listings
+from realty_ops.sandbox import free_port
+from realty_ops.stack import Stack
 from serving.model_holder import ModelSlot, load_price_model, smoke_price_model
 from tests.realty_assets.loop import Loop
 

@@ -13,9 +13,9 @@ import pytest
 import typer
 import yaml
 
-from realty.cli import app as realty_app
 from realty.settings import REPO_ROOT, Settings
-from realty.stack import service_env
+from realty_ops.cli import app as realty_app
+from realty_ops.stack import service_env
 from tests.ship.shipping import (
     BASE_CONTEXT,
     BASE_DOCKERFILE,
@@ -299,7 +299,7 @@ def secret_keys() -> set[str]:
 def test_every_variable_the_code_reads_is_documented() -> None:
     reads = set()
     pattern = re.compile(r"(?:os\.environ\.get\(|os\.environ\[|os\.getenv\()\s*\"([A-Z0-9_]+)\"")
-    for package in ("realty", "realty_assets", "serving", "ui", "source"):
+    for package in ("realty", "realty_ops", "realty_assets", "serving", "ui", "source"):
         for path in (ROOT / package).rglob("*.py"):
             reads |= set(pattern.findall(path.read_text()))
     assert reads - env_example_names() == set()
@@ -338,7 +338,7 @@ def test_secrets_are_referenced_never_written_down() -> None:
 
 
 def test_the_s3_switch_moves_the_artifacts_of_the_embedded_stack(tmp_path: Path) -> None:
-    from realty.stack import mlflow_command, prepare_dagster_home
+    from realty_ops.stack import mlflow_command, prepare_dagster_home
 
     local = Settings(home=tmp_path)
     switched = Settings(home=tmp_path, s3_bucket="b", s3_endpoint_url="http://127.0.0.1:9")

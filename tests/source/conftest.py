@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from realty.sandbox import free_port
+from realty_ops.sandbox import free_port
 from source.app import SimulatorConfig
 from source.faults import Faults
 

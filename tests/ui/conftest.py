@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from realty.sandbox import free_port
 from realty.settings import REPO_ROOT, Settings
+from realty_ops.sandbox import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -21,7 +21,7 @@ PRICE = re.compile(r"Predicted price: \$([\d,]+)")
 @pytest.fixture(scope="module")
 def live_ui(serving_server, production_models, tmp_path_factory) -> str:
     """The web app for the test stack: serving_server's API and the test MLflow server."""
-    from realty.sandbox import free_port
+    from realty_ops.sandbox import free_port
     from ui.app import launch
 
     settings = production_models.settings.model_copy(
@@ -97,7 +97,7 @@ def explained_version(production_models) -> str:
     """The production price version with its SHAP report logged, as `shap_report` does."""
     from mlflow import MlflowClient
 
-    from realty.explaining import explain_and_log
+    from realty.explain.versions import explain_and_log
 
     settings = production_models.settings.model_copy(update={"shap_sample_rows": 200})
     client = MlflowClient(settings.mlflow_url)

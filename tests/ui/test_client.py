@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from serving.sandbox import app_in_thread
+from realty_ops.sandbox import app_in_thread
 from tests.ui.conftest import dead_url
 from ui.client import BackendError, RegistryClient, ServingClient
 

@@ -1,3 +1,0 @@
-from realty.cli import app
-
-app()

@@ -1,0 +1,196 @@
+"""The price model as MLflow logs and serves it: raw listing fields in, dollars out.
+
+``PriceModel`` wraps a fitted estimator (anything with ``predict(features) -> log price``: a
+scikit-learn Pipeline, a CatBoost model, the median baseline) together with the
+``FeatureConfig`` it was trained with, so the preparation a prediction needs travels inside the
+logged model. No code is shipped with it (no ``code_paths``): the pickle refers to
+``realty.model.price_model`` / ``.features`` / ``.training`` by name, and every process
+that loads it (training, serving, batch scoring) has the ``realty`` package installed, so all
+of them prepare features with the one installed copy of the code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import date
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
+
+from realty.model.features import (
+    FEATURE_COLUMNS,
+    INPUT_FIELDS,
+    REQUIRED_FIELDS,
+    FeatureConfig,
+    feature_frame,
+    feature_rows,
+    prepare_features,
+)
+from realty.model.hgb_rows import HgbRows
+
+logger = logging.getLogger(__name__)
+
+# What a logged model needs to be loaded elsewhere; pinned to the versions it was trained with.
+# Up to this many listings HistGradientBoosting predicts through ``HgbRows``: about 1 ms for
+# one listing where the pipeline takes about 50 ms, but 4x slower per row at a thousand rows.
+HGB_ROWS_MAX = 256
+
+_REQUIREMENTS = ("mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+
+
+class PriceModel(mlflow.pyfunc.PythonModel):
+    """A fitted price estimator plus its feature preparation, as an MLflow pyfunc model."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        config: FeatureConfig | None = None,
+        name: str = "price",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.estimator = estimator  # predict(feature frame) -> log price
+        self.config = config or FeatureConfig()
+        self.name = name  # the candidate's name, e.g. "catboost"
+        self.params = dict(params or {})
+        self.feature_columns = FEATURE_COLUMNS
+
+    def features(self, listings: pd.DataFrame) -> pd.DataFrame:
+        """The feature frame this model's estimator sees for ``listings``."""
+        return prepare_features(_frame(listings), self.config)
+
+    def predict_log(self, listings: pd.DataFrame) -> np.ndarray:
+        """Natural log of the predicted price (the scale the estimator was trained on)."""
+        frame = _frame(listings)
+        if frame.empty:
+            return np.empty(0, dtype="float64")
+        return np.asarray(self.estimator.predict(self.features(frame)), dtype="float64")
+
+    def predict_rows(self, listings: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Prices in US dollars of ``listings`` given as dicts of listing fields: the numbers
+        ``predict`` gives for them, without pandas where the estimator allows it (serving's
+        hot path). A ``LocationEncoder`` + CatBoost pipeline gets plain rows, the
+        HistGradientBoosting pipeline ``HgbRows`` (up to ``HGB_ROWS_MAX`` listings; beyond,
+        the booster's own per-row speed wins); any other estimator the feature frame, built
+        from the rows rather than by ``prepare_features``."""
+        if not listings:
+            return np.empty(0, dtype="float64")
+        numbers, categories = feature_rows(listings, self.config)
+        steps = getattr(self.estimator, "named_steps", {})
+        if list(steps) == ["location", "catboost"]:
+            encoded = steps["location"].encode_rows(categories)
+            rows = [
+                [*number, *category, *location]
+                for number, category, location in zip(
+                    numbers.tolist(), categories, encoded.tolist(), strict=True
+                )
+            ]
+            log_price = steps["catboost"].predict(rows, thread_count=1)
+        elif len(listings) <= HGB_ROWS_MAX and (hgb := self._hgb_rows()) is not None:
+            log_price = hgb.predict_log(numbers, categories)
+        else:
+            log_price = self.estimator.predict(feature_frame(numbers, categories))
+        return np.exp(np.asarray(log_price, dtype="float64"))
+
+    def _hgb_rows(self) -> HgbRows | None:
+        """The estimator as ``HgbRows`` if it has that shape; built on first use."""
+        if not hasattr(self, "_hgb_rows_cache"):
+            supported = HgbRows.supports(self.estimator)
+            self._hgb_rows_cache = HgbRows(self.estimator) if supported else None
+        return self._hgb_rows_cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the look-up tables built for serving (they are rebuilt on use)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hgb_rows_cache"}
+
+    def predict(
+        self,
+        context: Any,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Predicted prices in US dollars, one per row of ``model_input`` (raw listing fields)."""
+        return np.exp(self.predict_log(model_input))
+
+    def __repr__(self) -> str:
+        return f"PriceModel(name={self.name!r}, estimator={type(self.estimator).__name__})"
+
+
+def _frame(listings: pd.DataFrame | Mapping | Sequence[Mapping]) -> pd.DataFrame:
+    if isinstance(listings, pd.DataFrame):
+        return listings
+    if isinstance(listings, Mapping):  # one listing as a dict of fields
+        return pd.DataFrame([listings])
+    return pd.DataFrame(list(listings))
+
+
+def price_model_signature(model: PriceModel, input_example: pd.DataFrame) -> ModelSignature:
+    """The signature of a price model: listing fields in, one price (float64) per row out.
+
+    The output schema is inferred from the model's predictions on ``input_example``. The
+    input schema is declared rather than inferred, so that MLflow's schema enforcement lets
+    through everything ``prepare_features`` accepts: each of ``INPUT_FIELDS`` may hold text,
+    numbers or null (type ``Any``), and only ``REQUIRED_FIELDS`` must be present. A schema
+    inferred from one example would pin ``bed`` to long and ``zip_code`` to string, and then
+    refuse ``"3"`` and ``601.0``, which clients send.
+    """
+    outputs = infer_signature(model_output=model.predict(None, input_example)).outputs
+    inputs = Schema(
+        [ColSpec(AnyType(), name, required=name in REQUIRED_FIELDS) for name in INPUT_FIELDS]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def client_example(listings: pd.DataFrame) -> pd.DataFrame:
+    """``listings`` as a JSON client would send them: the listing fields except price, dates as
+    YYYY-MM-DD text, numbers as Python numbers and unknown values as None."""
+    fields = [c for c in INPUT_FIELDS if c in listings.columns]
+    example = listings[fields].astype(object).reset_index(drop=True)
+    example = example.map(lambda v: v.isoformat() if isinstance(v, date | pd.Timestamp) else v)
+    # Last, on object columns: map() infers dtypes again, which would turn None back into NaN.
+    example = example.astype(object)
+    return example.where(example.notna(), None)
+
+
+def pip_requirements() -> list[str]:
+    """The packages a logged model needs, pinned to the installed versions."""
+    pins = []
+    for package in _REQUIREMENTS:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:  # pragma: no cover - every one is a dependency
+            pins.append(package)
+    return pins
+
+
+def log_price_model(
+    model: PriceModel,
+    name: str,
+    input_example: pd.DataFrame,
+    **log_model_kwargs: Any,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``model`` with ``mlflow.pyfunc.log_model`` (MLflow 3: ``name=``) in the active run.
+
+    The input example is stored with the model (``client_example``: the listing fields
+    without price) and the signature comes from ``price_model_signature``. Extra keyword
+    arguments go to ``log_model`` (``registered_model_name``, ``tags``, ``metadata``, ...).
+    """
+    example = client_example(input_example)
+    log_model_kwargs.setdefault("pip_requirements", pip_requirements())
+    metadata = {"candidate": model.name, "feature_columns": list(model.feature_columns)}
+    metadata.update(log_model_kwargs.pop("metadata", None) or {})
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=model,
+        signature=price_model_signature(model, example),
+        input_example=example,
+        metadata=metadata,
+        **log_model_kwargs,
+    )
+    logger.info("logged price model %s (%s) at %s", name, model.name, info.model_uri)
+    return info

@@ -1,0 +1,92 @@
+-- CLEAN: typed, validated listings, the rows rejected on the way and per-batch accounts.
+
+CREATE TABLE IF NOT EXISTS clean_batches (
+    batch_key          text PRIMARY KEY,
+    seq                bigint NOT NULL,  -- raw_batches.seq: landing order
+    group_number       integer NOT NULL,
+    day                text NOT NULL,
+    batch_number       integer NOT NULL,
+    raw_rows           integer NOT NULL,
+    clean_rows         integer NOT NULL,
+    rejected_rows      integer NOT NULL,
+    rejects_by_reason  jsonb NOT NULL,
+    null_fractions     jsonb NOT NULL,
+    cleaned_at         timestamptz NOT NULL DEFAULT now(),
+    CHECK (raw_rows = clean_rows + rejected_rows)
+);
+
+-- Listings and rejects have no foreign key to clean_batches (a per-row trigger, seconds per
+-- 300k rows); realty.store.clean replaces a batch's three parts in one transaction.
+CREATE TABLE IF NOT EXISTS clean_listings (
+    batch_key      text NOT NULL,
+    row_index      integer NOT NULL,
+    brokered_by    bigint,
+    status         text NOT NULL,
+    price          double precision NOT NULL,
+    bed            smallint,
+    bath           smallint,
+    acre_lot       double precision,
+    street         bigint,
+    city           text NOT NULL,
+    state          text NOT NULL,
+    zip_code       text,
+    house_size     double precision,
+    prev_sold_date date,
+    row_hash       text NOT NULL,
+    PRIMARY KEY (batch_key, row_index)
+);
+-- A listing lands in CLEAN once, whichever batch delivered it first.
+CREATE UNIQUE INDEX IF NOT EXISTS clean_listings_row_hash ON clean_listings (row_hash);
+
+CREATE TABLE IF NOT EXISTS rejected_listings (
+    batch_key  text NOT NULL,
+    row_index  integer NOT NULL,
+    reason     text NOT NULL,
+    detail     text NOT NULL,
+    PRIMARY KEY (batch_key, row_index)
+);
+CREATE INDEX IF NOT EXISTS rejected_listings_reason ON rejected_listings (batch_key, reason);
+
+-- The learning loop: one drift verdict per batch, the training sets and decisions it caused,
+-- and the production model's predictions for each batch's listings.
+CREATE TABLE IF NOT EXISTS drift_reports (
+    batch_key           text PRIMARY KEY,
+    production_version  text,              -- compared against; null: no production model yet
+    retrain             boolean NOT NULL,
+    reasons             jsonb NOT NULL,    -- human-readable, most severe first
+    report              jsonb NOT NULL,    -- realty.drift.DriftReport.to_dict()
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS training_snapshots (
+    snapshot_hash     text PRIMARY KEY,   -- sha256 over the sorted row hashes
+    batch_keys        jsonb NOT NULL,
+    newest_batch_key  text NOT NULL,
+    row_count         bigint NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS model_decisions (
+    batch_key           text PRIMARY KEY,  -- the partition whose data trained the candidate
+    trigger             text NOT NULL,     -- initial | drift | stale | manual
+    reasons             jsonb NOT NULL,
+    snapshot_hash       text NOT NULL,
+    mlflow_run_id       text NOT NULL,
+    candidate_version   text NOT NULL,
+    candidate_metrics   jsonb NOT NULL,
+    promoted            boolean,           -- null until the gate has decided
+    decision_reason     text,
+    production_version  text,              -- after the gate
+    production_metrics  jsonb,             -- production's scores on the shared evaluation data
+    decided_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS batch_predictions (
+    batch_key        text NOT NULL,
+    row_index        integer NOT NULL,
+    predicted_price  double precision NOT NULL,
+    model_name       text NOT NULL,
+    model_version    text NOT NULL,
+    predicted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_key, row_index)
+);

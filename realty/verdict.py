@@ -1,0 +1,97 @@
+"""The drift verdict of a batch: its data against what production was trained on, and
+production's error on it (prices arrive with the batch) against production's validation error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from realty.drift import DriftReport, DriftThresholds, PerformanceDrift, drift_report
+from realty.model import registry
+from realty.model.training import evaluate
+from realty.model.versions import reference_profile, version_metrics
+from realty.settings import Settings
+from realty.store.clean import read_clean_listings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    report: DriftReport
+    production: ModelVersion | None
+
+
+def thresholds(settings: Settings) -> DriftThresholds:
+    return DriftThresholds(
+        psi=settings.drift_psi,
+        missing_rate_change=settings.drift_missing_rate_change,
+        unseen_share=settings.drift_unseen_state_share,
+        unseen_city_share=settings.drift_unseen_city_share,
+        unseen_zip_share=settings.drift_unseen_zip_share,
+        median_price_change=settings.drift_median_price_change,
+        mae_increase=settings.drift_mae_increase,
+        min_rows=settings.drift_min_rows,
+    )
+
+
+def judge_batch(
+    settings: Settings, clean_conn: psycopg.Connection, client: MlflowClient, key: str
+) -> Verdict:
+    """Compare batch ``key`` with production's training data and production's error on it."""
+    batch = read_clean_listings(clean_conn, [key])
+    production = registry.version_by_alias(client, settings.price_model_name, registry.PRODUCTION)
+    if production is None:
+        return Verdict(key, drift_report(None, batch, thresholds(settings)), None)
+    performance = None
+    if len(batch):
+        model = registry.load_price_model(settings.price_model_name, production.version)
+        performance = PerformanceDrift(
+            batch=evaluate(batch["price"], model.predict(None, batch)),
+            validation=version_metrics(production),
+        )
+    report = drift_report(reference_profile(production), batch, thresholds(settings), performance)
+    return Verdict(key, report, production)
+
+
+def store_verdict(clean_conn: psycopg.Connection, verdict: Verdict) -> None:
+    with clean_conn.transaction():
+        clean_conn.execute(
+            """
+            INSERT INTO drift_reports (batch_key, production_version, retrain, reasons, report)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (batch_key) DO UPDATE SET production_version = EXCLUDED.production_version,
+                retrain = EXCLUDED.retrain, reasons = EXCLUDED.reasons,
+                report = EXCLUDED.report, created_at = now()
+            """,
+            (
+                verdict.key,
+                verdict.production.version if verdict.production else None,
+                verdict.report.retrain,
+                json.dumps(verdict.report.reasons),
+                json.dumps(verdict.report.to_dict()),
+            ),
+        )
+    log.info("drift %s: retrain=%s %s", verdict.key, verdict.report.retrain, verdict.report.reasons)
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    retrain: bool
+    reasons: list[str]
+    production_version: str | None  # the version the batch was judged against
+
+
+def stored_verdict(clean_conn: psycopg.Connection, key: str) -> StoredVerdict | None:
+    row = clean_conn.execute(
+        "SELECT retrain, reasons, production_version FROM drift_reports WHERE batch_key = %s",
+        (key,),
+    ).fetchone()
+    return StoredVerdict(*row) if row else None

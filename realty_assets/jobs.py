@@ -1,0 +1,66 @@
+"""The jobs of the code location: the ingest run of a batch (raw → clean → drift → learning
+chain), the train and score runs the sensors request, fetching one batch, and rolling back."""
+
+import dagster as dg
+
+from realty.ingest.landing import land_next_batch
+from realty.model.registry import rollback
+from realty_assets.assets.drift import drift_report
+from realty_assets.assets.explain import shap_report
+from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.score import batch_predictions
+from realty_assets.assets.train import candidate_model, production_model
+from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
+from realty_assets.runs import INGEST_JOB, SERIAL_TAGS
+
+LEARNING_CHAIN = (candidate_model, production_model, shap_report, batch_predictions)
+ingest_job = dg.define_asset_job(
+    INGEST_JOB,
+    selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report, *LEARNING_CHAIN),
+    tags=SERIAL_TAGS,
+    description="Check a landed batch's RAW rows, clean it into CLEAN, judge its drift; when "
+    "the verdict says retrain, train, gate, explain and score in the same run (otherwise the "
+    "steps after drift_report are skipped and drift_sensor requests the scoring run).",
+)
+train_job = dg.define_asset_job(
+    "train_model",
+    selection=dg.AssetSelection.assets(*LEARNING_CHAIN),
+    tags=SERIAL_TAGS,
+    description="Train candidates on the batches through p, gate the best against production, "
+    "explain the new version, score p with whichever model is production after the gate.",
+)
+score_job = dg.define_asset_job(
+    "score_batch",
+    selection=dg.AssetSelection.assets(batch_predictions),
+    tags=SERIAL_TAGS,
+    description="Score batch p's for_sale listings with the production model.",
+)
+
+
+@dg.op(description="Ask the data API for its next batch and land the payload in RAW.")
+def fetch_next_batch(
+    context: dg.OpExecutionContext, postgres: PostgresResource, data_api: DataApiResource
+) -> None:
+    with postgres.connect("raw_data") as conn:
+        landed = land_next_batch(conn, data_api.client())
+    if landed is None:
+        context.log.info("the source has delivered every batch")
+    else:
+        context.log.info(f"landed {landed.key} ({landed.row_count} rows); source_sensor ingests it")
+
+
+@dg.job(description="Fetch and land one batch (the schedule's target).")
+def fetch_batch_job() -> None:
+    fetch_next_batch()
+
+
+@dg.op(description="Swap the price model's aliases 'production' and 'previous'.")
+def swap_production_and_previous(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
+    name = mlflow.settings.price_model_name
+    now, before = rollback(mlflow.client(), name)
+    context.log.info(f"{name}: production is v{now} (previous: v{before})")
+
+
+@dg.job(description="Roll the price model back: production ← previous (run again to undo).")
+def rollback_job() -> None:
+    swap_production_and_previous()

@@ -1,0 +1,3 @@
+from realty_ops.cli import app
+
+app()

@@ -1,0 +1,277 @@
+"""``realty``: one command line for the whole platform."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from realty.settings import Settings, get_settings
+
+app = typer.Typer(help="realty: continuous training for house-price models.", no_args_is_help=True)
+console = Console()
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.home / "stack.pid"
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _print_urls(urls: dict[str, str]) -> None:
+    for name, url in urls.items():
+        console.print(f"  {name:<18} {url}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """`realty down` sends SIGTERM; stop as Ctrl-C would."""
+    raise KeyboardInterrupt
+
+
+def _run_until_signal(stack, settings: Settings, keep_running) -> None:
+    """Write the pid file, watch the services until Ctrl-C / `realty down`, then stop them."""
+    from realty_ops.stack import StackError
+
+    pid_file = _pid_file(settings)
+    pid_file.write_text(str(os.getpid()))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        keep_running()
+    except KeyboardInterrupt:
+        console.print("stopping the stack ...")
+    except StackError as error:
+        raise _fail(str(error)) from None
+    finally:
+        stack.stop()
+        pid_file.unlink(missing_ok=True)
+
+
+def start_stack(settings: Settings):
+    from realty_ops.stack import Stack, StackError
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings)
+    try:
+        with console.status("starting the stack") as status:
+            stack.start(
+                on_ready=lambda s: status.update(f"{s.name} is up; starting the next service")
+            )
+    except StackError as error:
+        raise _fail(str(error)) from None
+    return stack
+
+
+def watch(stack) -> None:
+    while True:
+        stack.check()
+        time.sleep(1.0)
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded stack (PostgreSQL, MLflow, simulator, Dagster) until Ctrl-C."""
+    settings = get_settings()
+    stack = start_stack(settings)
+    console.print("[bold green]realty is up[/]  (Ctrl-C or `realty down` stops it)")
+    _print_urls(stack.urls)
+    _run_until_signal(stack, settings, lambda: watch(stack))
+
+
+@app.command()
+def down() -> None:
+    """Stop the stack started by `realty up` or `realty demo`."""
+    pid_file = _pid_file(get_settings())
+    if not pid_file.exists():
+        console.print("no stack is running")
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        console.print("no stack is running (removed a stale pid file)")
+        return
+    with console.status("stopping the stack"):
+        while pid_file.exists():
+            time.sleep(0.2)
+    console.print("stopped")
+
+
+@app.command()
+def demo() -> None:
+    """Start the stack, ingest every batch of the source through Dagster, print the story."""
+    from realty_ops import demo as demo_module
+
+    os.environ.setdefault("REALTY_SENSOR_INTERVAL_S", "2")
+    get_settings.cache_clear()
+    settings = get_settings()
+    stack = start_stack(settings)
+    exit_after = os.environ.get("DEMO_EXIT") == "1"
+    outcome: dict[str, bool] = {}
+
+    def run_demo() -> None:
+        outcome["ok"] = demo_module.run(settings, stack, console)
+        if not exit_after:
+            console.print("the stack keeps running; Ctrl-C stops it")
+            watch(stack)
+
+    _run_until_signal(stack, settings, run_demo)
+    if exit_after and not outcome.get("ok"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def source(
+    csv: Annotated[Path | None, typer.Option(help="Serve this CSV in slices")] = None,
+    rows: Annotated[int | None, typer.Option(help="Rows per generated batch")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+) -> None:
+    """Run the data-API simulator alone."""
+    from source.app import serve
+
+    overrides = {"source_csv": csv, "source_rows_per_batch": rows, "source_port": port}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    serve(settings)
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+) -> None:
+    """Run the serving API (price, vision, digits) alone: uvicorn on REALTY_HOST."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "serving.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=port or settings.serving_port,
+        workers=workers or settings.serving_workers,
+        log_level="info",
+        access_log=False,  # every request is counted in /metrics and logged in inference_log
+    )
+
+
+@app.command()
+def ui(port: Annotated[int | None, typer.Option(help="Port to listen on")] = None) -> None:
+    """Run the web app (Gradio) alone; it calls the serving API and MLflow of the settings."""
+    from ui.app import launch
+
+    settings = get_settings()
+    if port is not None:
+        settings = settings.model_copy(update={"ui_port": port})
+    launch(settings)
+
+
+@app.command()
+def migrate() -> None:
+    """Create the platform's databases on REALTY_PG_URL if missing and apply their DDL (what
+    `realty up` does at start; compose and Kubernetes run it before the services)."""
+    from realty.store.db import ensure_databases
+
+    created = ensure_databases(get_settings())
+    console.print(f"databases ready (created: {', '.join(created) or 'none'})")
+
+
+dagster_app = typer.Typer(
+    help="Dagster's roles, one a container of the `code` image (`realty up` starts them itself).",
+    no_args_is_help=True,
+)
+app.add_typer(dagster_app, name="dagster")
+
+
+def _dagster_env(settings: Settings) -> dict[str, str]:
+    """The environment, with the two variables Dagster needs derived as `realty up` derives them
+    where it does not set them (an image does). Not realty_ops.stack's service_env: importing the
+    stack (pandas) would cost each role seconds of CPU before it even starts."""
+    derived = {
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "REALTY_DAGSTER_PG_URL": settings.database_url("dagster"),
+    }
+    return {**derived, **os.environ}
+
+
+def _exec(argv: list[str], env: dict[str, str]) -> None:
+    """Become the role's process, so that a container's stop signal reaches Dagster itself."""
+    os.execve(argv[0], argv, env)
+
+
+@dagster_app.command("code-server")
+def dagster_code_server() -> None:
+    """The code location as a gRPC server on REALTY_HOST:REALTY_DAGSTER_CODE_PORT."""
+    from realty_ops.dagster_roles import code_server_command
+
+    settings = get_settings()
+    _exec(code_server_command(settings), _dagster_env(settings))
+
+
+@dagster_app.command("webserver")
+def dagster_webserver() -> None:
+    """The Dagster UI on REALTY_HOST:REALTY_DAGSTER_PORT, for the workspace in DAGSTER_HOME."""
+    from realty_ops.dagster_roles import webserver_command
+
+    settings = get_settings()
+    env = _dagster_env(settings)
+    _exec(webserver_command(settings, Path(env["DAGSTER_HOME"])), env)
+
+
+@dagster_app.command("daemon")
+def dagster_daemon() -> None:
+    """Sensors, schedules and the run queue, for the workspace in DAGSTER_HOME."""
+    from realty_ops.dagster_roles import daemon_command
+
+    env = _dagster_env(get_settings())
+    _exec(daemon_command(Path(env["DAGSTER_HOME"])), env)
+
+
+@app.command()
+def status() -> None:
+    """Which services are up, where their UIs are, and what has been ingested."""
+    from realty_ops.status import ingestion_summary, service_statuses
+
+    settings = get_settings()
+    table = Table("service", "state", "url")
+    for name, up_now, url in service_statuses(settings):
+        table.add_row(name, "[green]up[/]" if up_now else "[red]down[/]", url)
+    console.print(table)
+    console.print(ingestion_summary(settings))
+
+
+@app.command()
+def rollback() -> None:
+    """Point the price model's alias `production` back at `previous` (run again to undo)."""
+    from mlflow import MlflowClient
+
+    from realty.model.registry import RollbackError
+    from realty.model.registry import rollback as swap_aliases
+
+    settings = get_settings()
+    try:
+        now, before = swap_aliases(MlflowClient(settings.mlflow_url), settings.price_model_name)
+    except RollbackError as error:
+        raise _fail(str(error)) from error
+    console.print(f"{settings.price_model_name}: production is v{now} (previous: v{before})")

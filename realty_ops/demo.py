@@ -1,0 +1,316 @@
+"""`make demo`: watch every batch of the source travel through Dagster: RAW, CLEAN, a drift
+verdict, and (when there is a reason) training, the champion/challenger gate and scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from realty.settings import Settings
+from realty_ops.stack import Stack, service_env
+
+DEMO_TIMEOUT_S = 30 * 60
+
+
+FOLLOW_UP_JOBS = ("train_model", "score_batch")
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    key: str
+    batch_number: int
+    raw_rows: int
+    clean_rows: int
+    rejected_rows: int
+    seconds: float  # the ingest run, start to end
+    latency_s: float  # from landing in RAW to committed in CLEAN, queueing included
+    drift: dict  # {"retrain": bool, "reasons": [...]}
+    trained: bool
+    candidate_version: str | None
+    promoted: bool | None
+    production_version: str | None  # after this batch
+    metrics: dict  # production's scores on its evaluation data: mae_usd, rmse_log, r2_log
+    follow_up_seconds: float  # its follow-up run (0: its chain ran in the ingest run)
+
+
+def _landed(settings: Settings) -> tuple[dict[str, tuple[int, float]], bool]:
+    """Landed batches (key → batch number, fetch time) and whether the source is exhausted."""
+    with psycopg.connect(settings.database_url("raw_data")) as conn:
+        landed = {
+            key: (number, fetched.timestamp())
+            for key, number, fetched in conn.execute(
+                "SELECT batch_key, batch_number, fetched_at FROM raw_batches ORDER BY seq"
+            )
+        }
+        exhausted = conn.execute(
+            "SELECT 1 FROM source_progress WHERE group_number = %s AND day = %s "
+            "AND exhausted_at IS NOT NULL",
+            (settings.group_number, settings.day),
+        ).fetchone()
+    return landed, exhausted is not None
+
+
+def _cleaned(settings: Settings) -> dict[str, tuple[int, int, int, float]]:
+    with psycopg.connect(settings.database_url("clean_data")) as conn:
+        return {
+            key: (raw, clean, rejected, cleaned_at.timestamp())
+            for key, raw, clean, rejected, cleaned_at in conn.execute(
+                "SELECT batch_key, raw_rows, clean_rows, rejected_rows, cleaned_at "
+                "FROM clean_batches"
+            )
+        }
+
+
+def _verdicts(settings: Settings) -> dict[str, dict]:
+    """Per batch with a drift verdict: the verdict and what the loop did about it."""
+    with psycopg.connect(settings.database_url("clean_data")) as conn:
+        rows = conn.execute(
+            """
+            SELECT d.batch_key, d.retrain, d.reasons, d.production_version,
+                   m.candidate_version, m.promoted, m.production_version
+            FROM drift_reports d LEFT JOIN model_decisions m USING (batch_key)
+            """
+        ).fetchall()
+    return {
+        key: {
+            "drift": {"retrain": retrain, "reasons": reasons},
+            "trained": candidate is not None,
+            "candidate_version": candidate,
+            "promoted": promoted,
+            "production_version": after if candidate is not None else before,
+        }
+        for key, retrain, reasons, before, candidate, promoted, after in rows
+    }
+
+
+def _runs(instance, job_names: tuple[str, ...]) -> tuple[dict[str, float], set[str]]:
+    """Seconds of the latest successful run of these jobs per batch, and the batches whose
+    latest run failed."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    records = [
+        record
+        for job_name in job_names
+        for record in instance.get_run_records(
+            RunsFilter(
+                job_name=job_name, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]
+            )
+        )
+    ]
+    seconds: dict[str, float] = {}
+    failed: set[str] = set()
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        key = record.dagster_run.tags.get("dagster/partition", "")
+        if record.dagster_run.status == DagsterRunStatus.SUCCESS:
+            seconds[key] = round(record.end_time - record.start_time, 2)
+            failed.discard(key)
+        else:
+            failed.add(key)
+    return seconds, failed
+
+
+def _metrics(settings: Settings, version: str | None) -> dict:
+    if version is None:
+        return {}
+    from mlflow import MlflowClient
+
+    from realty.model.versions import version_metrics
+
+    scores = version_metrics(
+        MlflowClient(settings.mlflow_url).get_model_version(settings.price_model_name, version)
+    )
+    return {name: scores.get(name) for name in ("mae_usd", "rmse_log", "r2_log")}
+
+
+def _top_reason(line: BatchLine) -> str:
+    reasons = line.drift["reasons"]
+    return reasons[0] if reasons else "no drift"
+
+
+def _describe(line: BatchLine) -> str:
+    verdict = "retrain" if line.drift["retrain"] else "keep"
+    if not line.trained:
+        action = f"kept production v{line.production_version}"
+    elif line.promoted:
+        action = f"trained v{line.candidate_version}, promoted"
+    else:
+        action = f"trained v{line.candidate_version}, kept production v{line.production_version}"
+    mae = line.metrics.get("mae_usd")
+    score = f", MAE ${mae:,.0f} R² {line.metrics.get('r2_log', 0):.3f}" if mae else ""
+    return (
+        f"  {line.key}: {line.raw_rows:,} raw → {line.clean_rows:,} clean, "
+        f"{line.rejected_rows:,} rejected; {verdict} ({_top_reason(line)}); {action}{score}"
+    )
+
+
+def _table(lines: list[BatchLine]) -> Table:
+    table = Table(
+        "batch", "raw", "clean", "rejected", "verdict", "top reason", "candidate", "promoted",
+        "production", "MAE $", "R² log", "run s",
+        title="batches through the loop",
+    )  # fmt: skip
+    for line in lines:
+        mae, r2 = line.metrics.get("mae_usd"), line.metrics.get("r2_log")
+        table.add_row(
+            line.key, f"{line.raw_rows:,}", f"{line.clean_rows:,}", f"{line.rejected_rows:,}",
+            "retrain" if line.drift["retrain"] else "keep", _top_reason(line)[:60],
+            f"v{line.candidate_version}" if line.trained else "-",
+            {True: "yes", False: "no", None: "-"}[line.promoted],
+            f"v{line.production_version}" if line.production_version else "-",
+            f"{mae:,.0f}" if mae else "-", f"{r2:.3f}" if r2 is not None else "-",
+            f"{line.seconds + line.follow_up_seconds:.1f}",
+        )  # fmt: skip
+    return table
+
+
+def _line(settings: Settings, key: str, landed, cleaned, verdict, seconds) -> BatchLine:
+    number, fetched_at = landed
+    raw, clean, rejected, cleaned_at = cleaned
+    ingest_seconds, follow_up_seconds = seconds
+    return BatchLine(
+        key, number, raw, clean, rejected, ingest_seconds, round(cleaned_at - fetched_at, 2),
+        metrics=_metrics(settings, verdict["production_version"]),
+        follow_up_seconds=follow_up_seconds, **verdict,
+    )  # fmt: skip
+
+
+SERVING_EXAMPLES = 3
+SERVING_WAIT_S = 60.0  # the service's poller needs up to REALTY_SERVING_POLL_INTERVAL_S
+
+
+def _serving_examples(settings: Settings, batch_key: str, production: str | None) -> dict:
+    """A few listings of ``batch_key`` priced by the serving API once it serves ``production``:
+    its answer (the version that priced them) and the listings."""
+    import httpx
+
+    from realty.model.price_model import client_example
+    from realty.store.clean import read_clean_listings
+
+    with psycopg.connect(settings.database_url("clean_data")) as conn:
+        listings = client_example(read_clean_listings(conn, [batch_key]).head(SERVING_EXAMPLES))
+    deadline = time.monotonic() + SERVING_WAIT_S
+    with httpx.Client(base_url=settings.serving_url, timeout=30) as client:
+        while time.monotonic() < deadline:
+            loaded = {m["name"]: m["loaded"] for m in client.get("/v1/models").json()["models"]}
+            price_model = loaded.get(settings.price_model_name) or {}
+            if price_model.get("version") == production:
+                break
+            time.sleep(1.0)
+        response = client.post("/v1/price/predict", json={"listings": listings.to_dict("records")})
+    response.raise_for_status()
+    return {"answer": response.json(), "listings": listings.to_dict("records")}
+
+
+def _print_serving_examples(examples: dict, console: Console) -> None:
+    answer = examples["answer"]
+    model = answer["model"]
+    priced = answer["predictions"]
+    console.print(f"[bold]serving[/] priced {len(priced)} listings of the last batch")
+    for listing, prediction in zip(examples["listings"], priced, strict=True):
+        place = f"{listing.get('city')}, {listing.get('state')}"
+        facts = f"{listing.get('bed') or '?'} bed, {listing.get('house_size') or '?'} sq ft"
+        console.print(
+            f"  {place:<36} {facts:<22} → ${prediction['price']:,.0f}"
+            f"  ({model['name']} v{model['version']})"
+        )
+
+
+def run(settings: Settings, stack: Stack, console: Console) -> bool:
+    """Wait until the source is exhausted and every landed batch is cleaned or failed."""
+    from dagster import DagsterInstance
+
+    os.environ.update(service_env(settings))
+    instance = DagsterInstance.from_config(str(settings.dagster_home))
+    expected = None if settings.source_url else settings.source_batches
+    lines: dict[str, BatchLine] = {}
+    failed: set[str] = set()
+    deadline = time.monotonic() + DEMO_TIMEOUT_S
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("batches through the loop", total=expected)
+        while time.monotonic() < deadline:
+            stack.check()
+            landed, exhausted = _landed(settings)
+            cleaned, verdicts = _cleaned(settings), _verdicts(settings)
+            ingest_seconds, failed_ingest = _runs(instance, ("ingest_batch",))
+            follow_up_seconds, failed_follow_up = _runs(instance, FOLLOW_UP_JOBS)
+            # A retrain verdict's chain runs in its ingest run: no follow-up run to wait for.
+            chained = {k for k, v in verdicts.items() if v["promoted"] is not None}
+            follow_up_seconds = {k: 0.0 for k in chained} | follow_up_seconds
+            failed = (failed_ingest | failed_follow_up) & set(landed)
+            done = set(cleaned) & set(verdicts) & set(ingest_seconds) & set(follow_up_seconds)
+            for key in sorted(done - set(lines), key=lambda k: landed[k][0]):
+                seconds = (ingest_seconds[key], follow_up_seconds[key])
+                lines[key] = _line(settings, key, landed[key], cleaned[key], verdicts[key], seconds)
+                progress.console.print(_describe(lines[key]))
+            progress.update(
+                task,
+                completed=len(lines) + len(failed),
+                total=len(landed) if exhausted else expected,
+            )
+            if exhausted and set(landed) <= set(lines) | failed:
+                break
+            time.sleep(1.0)
+    ordered = sorted(lines.values(), key=lambda line: line.batch_number)
+    console.print(_table(ordered))
+    ok = not failed and bool(ordered) and exhausted
+    for key in sorted(failed):
+        console.print(
+            f"[red]batch {key} failed[/]: see its run in the Dagster UI ({settings.dagster_url})"
+        )
+    production = ordered[-1].production_version if ordered else None
+    summary = {
+        "production": {
+            "name": settings.price_model_name,
+            "version": production,
+            "metrics": _metrics(settings, production),
+        },
+        "source": {
+            "url": settings.data_api_url,
+            "group_number": settings.group_number,
+            "day": settings.day,
+            "simulated": settings.source_url is None,
+            "exhausted": exhausted,
+        },
+        "batches": [asdict(line) for line in ordered],
+        "failed_batches": sorted(failed),
+        "services": {
+            "dagster": settings.dagster_url,
+            "mlflow": settings.mlflow_url,
+            "source": settings.data_api_url,
+            "serving": settings.serving_url,
+            "ui": settings.ui_url,
+        },
+    }
+    if ordered:
+        try:
+            examples = _serving_examples(settings, ordered[-1].key, production)
+        except Exception as error:  # the summary is still worth writing
+            ok = False
+            console.print(f"[red]the serving API did not price the examples[/]: {error}")
+        else:
+            _print_serving_examples(examples, console)
+            summary["serving_examples"] = examples
+    summary_path = settings.home / "demo" / "summary.json"
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    console.print(f"summary written to {summary_path}")
+    console.print("[bold]UIs[/]")
+    console.print(f"  Dagster (lineage, runs, checks)  {settings.dagster_url}")
+    console.print(f"  MLflow (experiments, registry)   {settings.mlflow_url}")
+    console.print(f"  data API simulator (OpenAPI)     {settings.data_api_url}/docs")
+    console.print(f"  serving API (OpenAPI)            {settings.serving_url}/docs")
+    console.print(f"  web app (price, models, drift)   {settings.ui_url}")
+    return ok

@@ -1,0 +1,230 @@
+"""The one harness of the tests and the benchmarks: isolated local servers on free ports, real
+serving processes, and small real models.
+
+``temporary_stack`` starts services of the embedded stack in a temporary home;
+``ServingProcess`` runs ``realty serve`` (uvicorn with the ``serving.main:create_app`` factory)
+as a child process on a free port, configured through ``REALTY_*`` variables from a
+``Settings``. ``register_price_model`` and ``register_digits_model`` put real, quickly trained
+versions into an MLflow registry the same way the learning loop does (``train_and_register``
+and the ``digits_model`` asset), so the service has something to load.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import uvicorn
+from mlflow import MlflowClient
+
+from realty.ingest.cleaning import clean_batch
+from realty.model import registry
+from realty.schema import LISTING_COLUMNS
+from realty.settings import REPO_ROOT, Settings
+from realty_ops.stack import Stack, http_ok, service_env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    """Settings for an isolated stack under ``home`` on free ports."""
+    ports = {
+        "pg_port": free_port(),
+        "mlflow_port": free_port(),
+        "dagster_port": free_port(),
+        "source_port": free_port(),
+        "serving_port": free_port(),
+        "ui_port": free_port(),
+    }
+    return Settings(home=home, **{**ports, **overrides})
+
+
+@contextmanager
+def temporary_stack(
+    services: tuple[str, ...] = ("postgres",), prefix: str = "realty-sandbox-"
+) -> Iterator[Settings]:
+    """``services`` of the stack (its service names: postgres, mlflow, ...) started in a
+    temporary home on free ports; their settings while the block runs, then stopped and the
+    home deleted. With MLflow among them, ``MLFLOW_TRACKING_URI`` points at it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as home:
+        settings = make_settings(Path(home))
+        stack = Stack(settings, only=services)
+        stack.start()
+        try:
+            if "mlflow" in services:
+                os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_url
+            yield settings
+        finally:
+            stack.stop()
+
+
+class SimulatorProcess:
+    """`realty source` as a real child process on a free port."""
+
+    def __init__(self, home: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "REALTY_HOME": str(home),
+            "REALTY_SOURCE_PORT": str(self.port),
+            "REALTY_SOURCE_STATE_FILE": str(home / "source-state.json"),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SimulatorProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "realty_ops", "source"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not http_ok(f"{self.url}/health"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+REALTOR_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "realtor" / "realtor_sample.csv.gz"
+START_TIMEOUT_S = 600.0  # imports and model loads took 6 minutes on a 2-core machine at load 15
+
+
+@contextmanager
+def app_in_thread(app: object) -> Iterator[str]:
+    """``app`` served by real uvicorn in a thread of this process on a free port; its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``REALTY_*`` variables that recreate it in a child process."""
+    env = {
+        f"REALTY_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+    return {**service_env(settings), **env}
+
+
+class ServingProcess:
+    """`realty serve` as a real child process on a free port (``url``); ``stop()`` ends it."""
+
+    def __init__(self, settings: Settings, log_file: Path | None = None, **env: str) -> None:
+        self.port = free_port()
+        self.settings = settings.model_copy(update={"serving_port": self.port})
+        self.url = self.settings.serving_url
+        self.env = {**settings_env(self.settings), **env}
+        self.log_file = log_file or settings.home / "logs" / f"serving-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServingProcess:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "realty_ops", "serve"],
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not http_ok(f"{self.url}/health"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the serving API did not start; its log ends:\n{tail}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> ServingProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def real_clean_listings(rows: int | None = None) -> pd.DataFrame:
+    """The realtor sample's listings after the platform's cleaning (first ``rows`` raw rows)."""
+    with gzip.open(REALTOR_SAMPLE, "rt") as handle:
+        raw = pd.read_csv(handle, dtype=str, keep_default_na=False, nrows=rows)
+    raw = raw.replace("", None)
+    raw.insert(0, "row_index", range(len(raw)))
+    return clean_batch(raw[["row_index", *LISTING_COLUMNS]]).clean
+
+
+def register_price_model(
+    settings: Settings,
+    listings: pd.DataFrame,
+    key: str = "sandbox",
+    iterations: int = 60,
+    promote: bool = True,
+) -> str:
+    """Train the candidates on ``listings`` (clean rows) with a tiny budget through
+    ``train_and_register``, register the best as a new version of ``settings.price_model_name``
+    and (``promote``) point ``production`` at it. Returns the version."""
+    from realty.model.training import snapshot, split_for_training
+    from realty.model.versions import TrainingData, train_and_register
+
+    listings = listings.assign(batch_key=key)
+    train, evaluation = split_for_training(listings, key, 0.2, settings.train_seed)
+    small = settings.model_copy(update={"train_iterations": iterations, "train_max_seconds": 30.0})
+    client = MlflowClient(settings.mlflow_url)
+    data = TrainingData(train, evaluation, snapshot(listings))
+    trained = train_and_register(small, client, data, key, "sandbox", ["a sandbox model"])
+    version = trained.version.version
+    if promote:
+        registry.promote(client, settings.price_model_name, version)
+    return version
+
+
+def register_digits_model(settings: Settings) -> str:
+    """Materialise the ``digits_model`` asset (trains, registers, promotes); returns the version."""
+    import dagster as dg
+
+    from realty_assets.assets.digits import digits_model
+    from realty_assets.resources import MlflowResource
+
+    resource = MlflowResource(settings_json=settings.model_dump_json())
+    result = dg.materialize([digits_model], resources={"mlflow": resource})
+    metadata = result.asset_materializations_for_node("digits_model")[0].metadata
+    return str(metadata["version"].value)
