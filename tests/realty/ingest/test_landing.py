@@ -316,7 +316,7 @@ def test_raw_listings_from_before_partitions_becomes_the_default_partition(pg_se
     database = f"raw_before_partitions_{next(_keys)}"
     with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {database}")
-    ddl = resources.files("realty").joinpath("sql", "raw_data.sql").read_text()
+    ddl = resources.files("realty.store").joinpath("sql", "raw_data.sql").read_text()
     old = batch_of(generate_batch(1, "landing", 6, 50, 10), day="old")
     new = batch_of(generate_batch(1, "landing", 7, 50, 10), day="new")
     with psycopg.connect(pg_settings.database_url(database), autocommit=True) as conn:
