@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import httpx
-import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -63,7 +62,9 @@ def _wait(what: str, condition, timeout_s: float = TIMEOUT_S, every_s: float = 0
 
 
 def _landed(settings) -> list[tuple[str, float]]:
-    with psycopg.connect(settings.database_url("raw_data")) as conn:
+    from realty.store.db import connect
+
+    with connect("raw_data", settings) as conn:
         rows = conn.execute("SELECT batch_key, fetched_at FROM raw_batches ORDER BY seq")
         return [(key, fetched.timestamp()) for key, fetched in rows]
 
@@ -171,6 +172,8 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from realty.settings import Settings
+    from realty.store.db import connect
+    from realty.store.ledger import batch_history
     from realty_ops.stack import Stack, service_env
 
     settings = Settings()
@@ -195,13 +198,9 @@ def main() -> None:
         _wait("a new production", lambda: _production(client, name) not in (None, v1))
         t_production = time.time()
         seconds = t_production - t0
-        key = _landed(settings)[-1][0]
-        with psycopg.connect(settings.database_url("clean_data")) as conn:
-            [(reasons, rows)] = conn.execute(
-                "SELECT d.reasons, c.raw_rows FROM drift_reports d "
-                "JOIN clean_batches c USING (batch_key) WHERE batch_key = %s",
-                (key,),
-            ).fetchall()
+        with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+            newest = batch_history(raw, clean)[-1]
+        key, rows, reasons = newest.key, newest.rows_landed, newest.reasons
         _wait("the batch's run records", lambda: _finished(instance, "ingest_batch", key))
         result = {
             "rows": rows,

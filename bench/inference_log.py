@@ -77,9 +77,9 @@ def percentiles(durations_us: list[float]) -> dict[str, float]:
 
 
 def stored_rows(settings, prefix: str) -> int:
-    import psycopg
+    from realty.store.db import connect
 
-    with psycopg.connect(settings.database_url("raw_data")) as conn:
+    with connect("raw_data", settings) as conn:
         query = "SELECT count(*) FROM inference_log WHERE request_id LIKE %s"
         return conn.execute(query, (f"{prefix}-%",)).fetchone()[0]
 

@@ -15,40 +15,12 @@ import psycopg
 from dagster._utils.schedules import reverse_cron_string_iterator
 
 from realty.settings import Settings
-
-
-@dataclass(frozen=True)
-class VerdictRow:
-    key: str
-    seq: int
-    retrain: bool
-    reasons: list[str]
-
-
-def verdicts_after(clean_conn: psycopg.Connection, seq: int) -> list[VerdictRow]:
-    """Drift verdicts of batches landed after ``seq``, in landing order."""
-    rows = clean_conn.execute(
-        """
-        SELECT d.batch_key, c.seq, d.retrain, d.reasons
-        FROM drift_reports d JOIN clean_batches c USING (batch_key)
-        WHERE c.seq > %s ORDER BY c.seq
-        """,
-        (seq,),
-    ).fetchall()
-    return [VerdictRow(*row) for row in rows]
-
-
-def newest_verdict(
-    clean_conn: psycopg.Connection, group_number: int, day: str
-) -> VerdictRow | None:
-    """The drift verdict of the stream's (``group_number``, ``day``) newest cleaned batch."""
-    row = clean_conn.execute(
-        "SELECT d.batch_key, c.seq, d.retrain, d.reasons "
-        "FROM drift_reports d JOIN clean_batches c USING (batch_key) "
-        "WHERE c.group_number = %s AND c.day = %s ORDER BY c.seq DESC LIMIT 1",
-        (group_number, day),
-    ).fetchone()
-    return VerdictRow(*row) if row else None
+from realty.store.ledger import (
+    batches_between,
+    newest_judged,
+    newest_promotion,
+    retrains_not_promoted,
+)
 
 
 @dataclass(frozen=True)
@@ -60,30 +32,15 @@ class Staleness:
 
 def staleness(clean_conn: psycopg.Connection, settings: Settings) -> Staleness:
     """Is production due for a retrain without drift? Measured from the newest promotion."""
-    latest = clean_conn.execute(
-        """
-        SELECT d.batch_key, c.seq, d.retrain, m.batch_key IS NOT NULL
-        FROM drift_reports d JOIN clean_batches c USING (batch_key)
-        LEFT JOIN model_decisions m USING (batch_key)
-        ORDER BY c.seq DESC LIMIT 1
-        """
-    ).fetchone()
-    promoted = clean_conn.execute(
-        """
-        SELECT m.batch_key, c.seq, m.production_version, m.decided_at
-        FROM model_decisions m JOIN clean_batches c USING (batch_key)
-        WHERE m.promoted ORDER BY m.decided_at DESC LIMIT 1
-        """
-    ).fetchone()
+    latest = newest_judged(clean_conn)
+    promoted = newest_promotion(clean_conn)
     if latest is None or promoted is None:
         return Staleness(None, "no production model trained by the loop yet", None)
     key, seq, drift_retrain, trained = latest
     if drift_retrain or trained:
         return Staleness(None, f"{key} is already retrained or on its way", key)
     trained_key, trained_seq, version, decided_at = promoted
-    batches = clean_conn.execute(
-        "SELECT count(*) FROM clean_batches WHERE seq > %s AND seq <= %s", (trained_seq, seq)
-    ).fetchone()[0]
+    batches = batches_between(clean_conn, trained_seq, seq)
     hours = (datetime.now(UTC) - decided_at).total_seconds() / 3600
     status = f"production v{version} was trained through {trained_key}, {batches} batches and "
     status += f"{hours:.1f} h ago"
@@ -178,19 +135,7 @@ def ignored_verdicts(
     tag; every batch when there is no production) that did not produce a production version:
     its candidate lost the gate, or its training failed or has not finished yet.
     """
-    rows = clean_conn.execute(
-        """
-        SELECT d.batch_key FROM drift_reports d
-        JOIN clean_batches c USING (batch_key)
-        LEFT JOIN model_decisions m USING (batch_key)
-        WHERE d.retrain AND m.promoted IS NOT TRUE
-          AND c.group_number = %s AND c.day = %s
-          AND c.seq > coalesce((SELECT seq FROM clean_batches WHERE batch_key = %s), 0)
-        ORDER BY c.seq
-        """,
-        (group_number, day, trained_through),
-    ).fetchall()
-    keys = [key for (key,) in rows]
+    keys = retrains_not_promoted(clean_conn, group_number, day, trained_through)
     metadata: dict[str, Any] = {
         "production_version": production_version,
         "trained_through": trained_through,

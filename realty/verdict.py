@@ -4,7 +4,6 @@ production's error on it (prices arrive with the batch) against production's val
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -59,39 +58,3 @@ def judge_batch(
         )
     report = drift_report(reference_profile(production), batch, thresholds(settings), performance)
     return Verdict(key, report, production)
-
-
-def store_verdict(clean_conn: psycopg.Connection, verdict: Verdict) -> None:
-    with clean_conn.transaction():
-        clean_conn.execute(
-            """
-            INSERT INTO drift_reports (batch_key, production_version, retrain, reasons, report)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (batch_key) DO UPDATE SET production_version = EXCLUDED.production_version,
-                retrain = EXCLUDED.retrain, reasons = EXCLUDED.reasons,
-                report = EXCLUDED.report, created_at = now()
-            """,
-            (
-                verdict.key,
-                verdict.production.version if verdict.production else None,
-                verdict.report.retrain,
-                json.dumps(verdict.report.reasons),
-                json.dumps(verdict.report.to_dict()),
-            ),
-        )
-    log.info("drift %s: retrain=%s %s", verdict.key, verdict.report.retrain, verdict.report.reasons)
-
-
-@dataclass(frozen=True)
-class StoredVerdict:
-    retrain: bool
-    reasons: list[str]
-    production_version: str | None  # the version the batch was judged against
-
-
-def stored_verdict(clean_conn: psycopg.Connection, key: str) -> StoredVerdict | None:
-    row = clean_conn.execute(
-        "SELECT retrain, reasons, production_version FROM drift_reports WHERE batch_key = %s",
-        (key,),
-    ).fetchone()
-    return StoredVerdict(*row) if row else None

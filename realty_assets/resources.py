@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from realty.ingest.data_api import DataApiClient
 from realty.settings import Settings
+from realty.store.db import connect_server
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -17,7 +18,7 @@ class PostgresResource(dg.ConfigurableResource):
     server_url: str
 
     def connect(self, database: str) -> psycopg.Connection:
-        return psycopg.connect(f"{self.server_url}/{database}")
+        return connect_server(self.server_url, database)
 
 
 class DataApiResource(dg.ConfigurableResource):

@@ -28,7 +28,7 @@ from realty.drift import retrain_trigger
 from realty.ingest.data_api import DataApiError, day_slug, parse_batch_key
 from realty.ingest.landing import LandedBatch, land_next_batch, landed_keys
 from realty.settings import get_settings
-from realty.store.ledger import candidate_version
+from realty.store.ledger import VerdictRow, candidate_version, newest_verdict, verdicts_after
 from realty_assets.jobs import ingest_job, score_job, train_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
@@ -47,7 +47,7 @@ def _active_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> dg.Dagste
     return records[0].dagster_run if records else None
 
 
-def _chain_ran(conn, verdict: freshness.VerdictRow) -> bool:
+def _chain_ran(conn, verdict: VerdictRow) -> bool:
     """Did the retrain verdict's own run train on it (the ingest run's candidate_model)?"""
     return verdict.retrain and candidate_version(conn, verdict.key) is not None
 
@@ -60,7 +60,7 @@ def _loop_busy(
     if run is not None:
         return f"run {run.job_name} of {run.tags.get('dagster/partition', '?')} is not done"
     with postgres.connect("clean_data") as conn:
-        newest = freshness.newest_verdict(conn, data_api.group_number, data_api.day)
+        newest = newest_verdict(conn, data_api.group_number, data_api.day)
         if newest is None or _chain_ran(conn, newest):
             return None
     followed = instance.get_run_records(
@@ -135,7 +135,7 @@ def drift_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     requests, cursor, waiting = [], context.cursor, None
     with postgres.connect("clean_data") as conn:
-        for verdict in freshness.verdicts_after(conn, int(context.cursor or 0)):
+        for verdict in verdicts_after(conn, int(context.cursor or 0)):
             run = _active_run(context.instance, {"dagster/partition": verdict.key})
             if run is not None:  # its chain may still be running; judge it when it is over
                 waiting = f"waiting for run {run.job_name} of {verdict.key}"
@@ -147,7 +147,7 @@ def drift_sensor(
     return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=skipped)
 
 
-def _follow_up(verdict: freshness.VerdictRow) -> dg.RunRequest:
+def _follow_up(verdict: VerdictRow) -> dg.RunRequest:
     job = train_job if verdict.retrain else score_job
     tags = {FOLLOW_UP_TAG: "drift"}
     if verdict.retrain:

@@ -8,12 +8,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from realty.ingest.landing import source_exhausted
 from realty.settings import Settings
+from realty.store.db import connect
+from realty.store.ledger import BatchRecord, batch_history
 from realty_ops.stack import Stack, service_env
 
 DEMO_TIMEOUT_S = 30 * 60
@@ -40,54 +42,13 @@ class BatchLine:
     follow_up_seconds: float  # its follow-up run (0: its chain ran in the ingest run)
 
 
-def _landed(settings: Settings) -> tuple[dict[str, tuple[int, float]], bool]:
-    """Landed batches (key → batch number, fetch time) and whether the source is exhausted."""
-    with psycopg.connect(settings.database_url("raw_data")) as conn:
-        landed = {
-            key: (number, fetched.timestamp())
-            for key, number, fetched in conn.execute(
-                "SELECT batch_key, batch_number, fetched_at FROM raw_batches ORDER BY seq"
-            )
-        }
-        exhausted = conn.execute(
-            "SELECT 1 FROM source_progress WHERE group_number = %s AND day = %s "
-            "AND exhausted_at IS NOT NULL",
-            (settings.group_number, settings.day),
-        ).fetchone()
-    return landed, exhausted is not None
-
-
-def _cleaned(settings: Settings) -> dict[str, tuple[int, int, int, float]]:
-    with psycopg.connect(settings.database_url("clean_data")) as conn:
-        return {
-            key: (raw, clean, rejected, cleaned_at.timestamp())
-            for key, raw, clean, rejected, cleaned_at in conn.execute(
-                "SELECT batch_key, raw_rows, clean_rows, rejected_rows, cleaned_at "
-                "FROM clean_batches"
-            )
-        }
-
-
-def _verdicts(settings: Settings) -> dict[str, dict]:
-    """Per batch with a drift verdict: the verdict and what the loop did about it."""
-    with psycopg.connect(settings.database_url("clean_data")) as conn:
-        rows = conn.execute(
-            """
-            SELECT d.batch_key, d.retrain, d.reasons, d.production_version,
-                   m.candidate_version, m.promoted, m.production_version
-            FROM drift_reports d LEFT JOIN model_decisions m USING (batch_key)
-            """
-        ).fetchall()
-    return {
-        key: {
-            "drift": {"retrain": retrain, "reasons": reasons},
-            "trained": candidate is not None,
-            "candidate_version": candidate,
-            "promoted": promoted,
-            "production_version": after if candidate is not None else before,
-        }
-        for key, retrain, reasons, before, candidate, promoted, after in rows
-    }
+def _history(settings: Settings) -> tuple[dict[str, BatchRecord], bool]:
+    """Landed batches by key, with what the loop made of them, and whether the source is
+    exhausted."""
+    with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+        history = {record.key: record for record in batch_history(raw, clean)}
+        exhausted = source_exhausted(raw, settings.group_number, settings.day)
+    return history, exhausted
 
 
 def _runs(instance, job_names: tuple[str, ...]) -> tuple[dict[str, float], set[str]]:
@@ -170,14 +131,19 @@ def _table(lines: list[BatchLine]) -> Table:
     return table
 
 
-def _line(settings: Settings, key: str, landed, cleaned, verdict, seconds) -> BatchLine:
-    number, fetched_at = landed
-    raw, clean, rejected, cleaned_at = cleaned
+def _line(settings: Settings, record: BatchRecord, seconds: tuple[float, float]) -> BatchLine:
     ingest_seconds, follow_up_seconds = seconds
     return BatchLine(
-        key, number, raw, clean, rejected, ingest_seconds, round(cleaned_at - fetched_at, 2),
-        metrics=_metrics(settings, verdict["production_version"]),
-        follow_up_seconds=follow_up_seconds, **verdict,
+        record.key, record.batch_number, record.rows_landed, record.rows_clean,
+        record.rows_rejected, ingest_seconds,
+        latency_s=round((record.cleaned_at - record.landed_at).total_seconds(), 2),
+        drift={"retrain": record.retrain, "reasons": record.reasons},
+        trained=record.candidate_version is not None,
+        candidate_version=record.candidate_version,
+        promoted=record.promoted,
+        production_version=record.production_version,
+        metrics=_metrics(settings, record.production_version),
+        follow_up_seconds=follow_up_seconds,
     )  # fmt: skip
 
 
@@ -193,7 +159,7 @@ def _serving_examples(settings: Settings, batch_key: str, production: str | None
     from realty.model.price_model import client_example
     from realty.store.clean import read_clean_listings
 
-    with psycopg.connect(settings.database_url("clean_data")) as conn:
+    with connect("clean_data", settings) as conn:
         listings = client_example(read_clean_listings(conn, [batch_key]).head(SERVING_EXAMPLES))
     deadline = time.monotonic() + SERVING_WAIT_S
     with httpx.Client(base_url=settings.serving_url, timeout=30) as client:
@@ -242,25 +208,25 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
         task = progress.add_task("batches through the loop", total=expected)
         while time.monotonic() < deadline:
             stack.check()
-            landed, exhausted = _landed(settings)
-            cleaned, verdicts = _cleaned(settings), _verdicts(settings)
+            history, exhausted = _history(settings)
             ingest_seconds, failed_ingest = _runs(instance, ("ingest_batch",))
             follow_up_seconds, failed_follow_up = _runs(instance, FOLLOW_UP_JOBS)
             # A retrain verdict's chain runs in its ingest run: no follow-up run to wait for.
-            chained = {k for k, v in verdicts.items() if v["promoted"] is not None}
-            follow_up_seconds = {k: 0.0 for k in chained} | follow_up_seconds
-            failed = (failed_ingest | failed_follow_up) & set(landed)
-            done = set(cleaned) & set(verdicts) & set(ingest_seconds) & set(follow_up_seconds)
-            for key in sorted(done - set(lines), key=lambda k: landed[k][0]):
+            chained = {key for key, record in history.items() if record.promoted is not None}
+            follow_up_seconds = {key: 0.0 for key in chained} | follow_up_seconds
+            failed = (failed_ingest | failed_follow_up) & set(history)
+            judged = {key for key, record in history.items() if record.retrain is not None}
+            done = judged & set(ingest_seconds) & set(follow_up_seconds)
+            for key in sorted(done - set(lines), key=lambda k: history[k].batch_number):
                 seconds = (ingest_seconds[key], follow_up_seconds[key])
-                lines[key] = _line(settings, key, landed[key], cleaned[key], verdicts[key], seconds)
+                lines[key] = _line(settings, history[key], seconds)
                 progress.console.print(_describe(lines[key]))
             progress.update(
                 task,
                 completed=len(lines) + len(failed),
-                total=len(landed) if exhausted else expected,
+                total=len(history) if exhausted else expected,
             )
-            if exhausted and set(landed) <= set(lines) | failed:
+            if exhausted and set(history) <= set(lines) | failed:
                 break
             time.sleep(1.0)
     ordered = sorted(lines.values(), key=lambda line: line.batch_number)

@@ -21,7 +21,7 @@ import psycopg
 import yaml
 
 from realty.settings import REPO_ROOT, Settings
-from realty.store.db import ensure_databases
+from realty.store.db import connect, ensure_databases
 from realty_ops import postgres
 from realty_ops.dagster_roles import daemon_command, webserver_command
 
@@ -63,7 +63,7 @@ def http_ok(url: str) -> bool:
 
 def postgres_ready(settings: Settings) -> bool:
     try:
-        with psycopg.connect(settings.database_url("postgres"), connect_timeout=2):
+        with connect("postgres", settings, connect_timeout=2):
             return True
     except psycopg.OperationalError:
         return False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from realty.settings import Settings
+from realty.store.db import connect
+from realty.store.ledger import batch_history
 from realty_ops.stack import build_services, port_in_use
 
 
@@ -20,21 +22,18 @@ def service_statuses(settings: Settings) -> list[tuple[str, bool, str]]:
 
 
 def ingestion_counts(settings: Settings) -> dict[str, int]:
-    with psycopg.connect(settings.database_url("raw_data"), connect_timeout=3) as raw:
-        landed, raw_rows = raw.execute(
-            "SELECT count(*), coalesce(sum(row_count), 0) FROM raw_batches"
-        ).fetchone()
-    with psycopg.connect(settings.database_url("clean_data"), connect_timeout=3) as clean:
-        cleaned, clean_rows, rejected_rows = clean.execute(
-            "SELECT count(*), coalesce(sum(clean_rows), 0), coalesce(sum(rejected_rows), 0) "
-            "FROM clean_batches"
-        ).fetchone()
+    with (
+        connect("raw_data", settings, connect_timeout=3) as raw,
+        connect("clean_data", settings, connect_timeout=3) as clean,
+    ):
+        history = batch_history(raw, clean)
+    cleaned = [record for record in history if record.rows_clean is not None]
     return {
-        "batches_landed": landed,
-        "batches_cleaned": cleaned,
-        "raw_rows": raw_rows,
-        "clean_rows": clean_rows,
-        "rejected_rows": rejected_rows,
+        "batches_landed": len(history),
+        "batches_cleaned": len(cleaned),
+        "raw_rows": sum(record.rows_landed for record in history),
+        "clean_rows": sum(record.rows_clean for record in cleaned),
+        "rejected_rows": sum(record.rows_rejected for record in cleaned),
     }
 
 

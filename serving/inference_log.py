@@ -37,6 +37,7 @@ import orjson
 import psycopg
 
 from realty.settings import Settings
+from realty.store.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +406,9 @@ class InferenceLogWriter:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(
-                self.settings.database_url("raw_data"),
+            conn = connect(
+                "raw_data",
+                self.settings,
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
             )

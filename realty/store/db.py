@@ -25,8 +25,15 @@ COPY_CHUNK_ROWS = 50_000
 
 
 def connect(database: str, settings: Settings | None = None, **kwargs) -> psycopg.Connection:
+    """A connection to one of the platform's databases; ``kwargs`` go to ``psycopg.connect``."""
     settings = settings or get_settings()
-    return psycopg.connect(settings.database_url(database), **kwargs)
+    return connect_server(settings.server_url, database, **kwargs)
+
+
+def connect_server(server_url: str, database: str, **kwargs) -> psycopg.Connection:
+    """The one place realty opens a PostgreSQL connection (``connect`` and the Dagster
+    resource, which knows the server's URL only, both come here)."""
+    return psycopg.connect(f"{server_url}/{database}", **kwargs)
 
 
 def ensure_databases(settings: Settings | None = None) -> list[str]:

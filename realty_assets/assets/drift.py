@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from realty.verdict import judge_batch, store_verdict
+from realty.store.ledger import store_verdict
+from realty.verdict import judge_batch
 from realty_assets.assets.ingest import clean_batch
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import MlflowResource, PostgresResource

@@ -9,8 +9,13 @@ import pandas as pd
 from realty.drift import retrain_trigger
 from realty.model.gate import challenge
 from realty.model.versions import train_and_register, training_data
-from realty.store.ledger import candidate_version, record_gate, record_training
-from realty.verdict import StoredVerdict, stored_verdict
+from realty.store.ledger import (
+    StoredVerdict,
+    candidate_version,
+    record_gate,
+    record_training,
+    stored_verdict,
+)
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import MlflowResource, PostgresResource

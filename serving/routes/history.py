@@ -16,6 +16,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from realty.settings import Settings
+from realty.store.db import connect
+from realty.store.ledger import BatchRecord, batch_history
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +67,19 @@ class BatchesResponse(BaseModel):
     batches: list[BatchHistory]
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def _rows(settings: Settings, database: str, query: str) -> list[tuple[Any, ...]]:
+def _connect(settings: Settings, database: str) -> psycopg.Connection:
     try:
-        with psycopg.connect(
-            settings.database_url(database), connect_timeout=CONNECT_TIMEOUT_S
-        ) as conn:
-            return conn.execute(query).fetchall()
+        return connect(database, settings, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as error:
         log.warning("batch history: %s is not reachable: %s", database, error)
         raise HTTPException(
             503, f"the {database} database is not reachable, so the batch history is unknown"
         ) from error
+
+
+def _history(settings: Settings) -> list[BatchRecord]:
+    with _connect(settings, "raw_data") as raw, _connect(settings, "clean_data") as clean:
+        return batch_history(raw, clean)
 
 
 def drift_scores(report: dict[str, Any]) -> DriftScores:
@@ -102,50 +102,31 @@ def drift_scores(report: dict[str, Any]) -> DriftScores:
     )
 
 
-def _by_batch(settings: Settings, query: str) -> dict[str, tuple[Any, ...]]:
-    """CLEAN rows of ``query`` keyed by their first column, the batch key."""
-    return {row[0]: row[1:] for row in _rows(settings, "clean_data", query)}
+def _batch_history(record: BatchRecord) -> BatchHistory:
+    judged = record.retrain is not None
+    return BatchHistory(
+        batch_key=record.key,
+        batch_number=record.batch_number,
+        landed_at=record.landed_at,
+        rows_landed=record.rows_landed,
+        rows_clean=record.rows_clean,
+        rows_rejected=record.rows_rejected,
+        rejects_by_reason=record.rejects_by_reason,
+        verdict=("retrain" if record.retrain else "keep") if judged else None,
+        reasons=record.reasons,
+        compared_with_version=record.judged_against,
+        scores=drift_scores(record.report) if record.report is not None else None,
+        trained=record.candidate_version is not None,
+        trigger=record.trigger,
+        candidate_version=record.candidate_version,
+        promoted=record.promoted,
+        decision_reason=record.decision_reason,
+        production_version=record.production_version,
+    )
 
 
 @router.get("/v1/batches", response_model=BatchesResponse)
 def batches(request: Request) -> BatchesResponse:
     """Every landed batch in landing order, with what cleaning, drift and the gate made of it."""
-    settings = _settings(request)
-    landed = _rows(
-        settings,
-        "raw_data",
-        "SELECT batch_key, batch_number, fetched_at, row_count FROM raw_batches ORDER BY seq",
-    )
-    cleaned = _by_batch(
-        settings,
-        "SELECT batch_key, clean_rows, rejected_rows, rejects_by_reason FROM clean_batches",
-    )
-    verdicts = _by_batch(
-        settings,
-        "SELECT batch_key, retrain, reasons, report, production_version FROM drift_reports",
-    )
-    decisions = _by_batch(
-        settings,
-        "SELECT batch_key, trigger, candidate_version, promoted, decision_reason, "
-        "production_version FROM model_decisions",
-    )
-    history = []
-    for key, number, fetched_at, row_count in landed:
-        batch = BatchHistory(
-            batch_key=key, batch_number=number, landed_at=fetched_at, rows_landed=row_count
-        )
-        if key in cleaned:
-            batch.rows_clean, batch.rows_rejected, batch.rejects_by_reason = cleaned[key]
-        if key in verdicts:
-            retrain, reasons, report, compared_with = verdicts[key]
-            batch.verdict = "retrain" if retrain else "keep"
-            batch.reasons = reasons
-            batch.scores = drift_scores(report)
-            batch.compared_with_version = batch.production_version = compared_with
-        if key in decisions:
-            trigger, candidate, promoted, reason, after = decisions[key]
-            batch.trained, batch.trigger, batch.candidate_version = True, trigger, candidate
-            batch.promoted, batch.decision_reason = promoted, reason
-            batch.production_version = after or batch.production_version
-        history.append(batch)
-    return BatchesResponse(batches=history)
+    history = _history(request.app.state.settings)
+    return BatchesResponse(batches=[_batch_history(record) for record in history])

@@ -21,7 +21,8 @@ from realty.ingest.landing import land_payload
 from realty.schema import LISTING_COLUMNS
 from realty.settings import Settings
 from realty.store.clean import clean_landed_batch, read_clean_listings
-from realty.verdict import Verdict, store_verdict
+from realty.store.ledger import store_verdict
+from realty.verdict import Verdict
 from realty_ops.sandbox import REALTOR_SAMPLE, app_in_thread, free_port
 from serving.routes import history
 
