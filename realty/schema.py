@@ -20,6 +20,11 @@ LISTING_COLUMNS: tuple[str, ...] = (
 
 STATUS_VALUES: tuple[str, ...] = ("for_sale", "sold", "ready_to_build")
 
+# A zip code as delivered or posted: 601 or 601.0 (a float lost the leading zeros of "00601"),
+# 00601, or ZIP+4 02134-1234; its digits, padded to five, are the zip. The one rule cleaning,
+# training and serving read zip codes by (each applies it vectorised its own way).
+ZIP_CODE_PATTERN = r"^(?P<digits>\d{1,5})(?:\.0*|-\d{4})?$"
+
 # States and territories that appear in the dataset (50 states, DC and 5 territories).
 US_STATES: tuple[str, ...] = (
     "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut",

@@ -28,7 +28,7 @@ from realty_ops.dagster_roles import daemon_command, webserver_command
 log = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 300.0  # MLflow took over 120 s to answer on 2 cores at load 12
 STOP_TIMEOUT_S = 20.0
 
 

@@ -26,9 +26,9 @@ A row is rejected by the first rule it fails, in this order (docs/cleaning.md sa
 
 Normalised, never rejected: surrounding whitespace; empty or "nan" text → missing; status lower
 case; state spelled as in US_STATES whatever its case or spacing; runs of whitespace in city →
-one space; zip code "601" or "601.0" → "00601", any other zip → null; whole floats for ids and
-rooms ("3.0" → 3); a 0-acre lot → null (the source writes 0 for condos and unknown lots).
-Optional fields (all but status, price, city, state) may be missing.
+one space; zip code "601", "601.0" or ZIP+4 "00601-1234" → "00601", any other zip → null;
+whole floats for ids and rooms ("3.0" → 3); a 0-acre lot → null (the source writes 0 for
+condos and unknown lots). Optional fields (all but status, price, city, state) may be missing.
 
 ``row_hash`` identifies a listing by its twelve clean values (not row_index): 128 bits folded
 from per-value fingerprints with splitmix64's finaliser, the same in every batch, process and
@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from realty.schema import LISTING_COLUMNS, STATUS_VALUES, US_STATES
+from realty.schema import LISTING_COLUMNS, STATUS_VALUES, US_STATES, ZIP_CODE_PATTERN
 
 CLEAN_COLUMNS: tuple[str, ...] = ("row_index", *LISTING_COLUMNS, "row_hash")
 REJECT_COLUMNS: tuple[str, ...] = ("row_index", "reason", "detail")
@@ -66,7 +66,6 @@ MAX_ID = 2**53  # float64 holds every whole number up to here exactly
 _MISSING_TEXTS = pa.array(["", "nan", "NaN", "NAN"])  # a float NaN written as text is missing
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_ZIP = r"^(?P<digits>\d{1,5})(?:\.0*)?$"  # a float zip lost the leading zeros of "00601"
 _STATE_KEYS = pa.array([state.lower() for state in US_STATES])
 _STATE_NAMES = pa.array(US_STATES)
 _STATUSES = pa.array(STATUS_VALUES)
@@ -165,7 +164,7 @@ def _states(text: pa.Array) -> pa.Array:
 
 
 def _zip_codes(text: pa.Array) -> pa.Array:
-    digits = pc.struct_field(pc.extract_regex(text, _ZIP), "digits")
+    digits = pc.struct_field(pc.extract_regex(text, ZIP_CODE_PATTERN), "digits")
     padded = pc.utf8_lpad(digits, 5, "0")
     return pc.if_else(pc.equal(padded, "00000"), None, padded)
 

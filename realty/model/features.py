@@ -25,7 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import KFold
 
-from realty.schema import LISTING_COLUMNS, US_STATES
+from realty.schema import LISTING_COLUMNS, US_STATES, ZIP_CODE_PATTERN
 
 # A prediction needs these keys (their values may still be null); every other field may be left
 # out. They are the fields a CLEAN row always has, apart from the price being predicted.
@@ -54,7 +54,6 @@ MISSING = "__missing__"  # a categorical feature's value when the field is unkno
 
 DEFAULT_REFERENCE_DATE = date(2025, 1, 1)
 _STATE_BY_KEY = {state.lower(): state for state in US_STATES}
-_ZIP = r"^(\d{1,5})(?:\.0*|-\d{4})?$"  # 601, 601.0 (a float lost the zeros), 02134-1234 (ZIP+4)
 _FACTS = ("bed", "bath", "house_size", "acre_lot")
 
 
@@ -150,7 +149,7 @@ def _zip_codes(values: pd.Series) -> pd.Series:
     """Five-digit zip text ("601", 601.0 → "00601"); anything else, and "00000", is <NA>."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         values = _ids(values)
-    digits = _texts(values).str.extract(_ZIP, expand=False).str.zfill(5)
+    digits = _texts(values).str.extract(ZIP_CODE_PATTERN, expand=False).str.zfill(5)
     return digits.mask(digits == "00000").astype("string")
 
 
@@ -171,7 +170,7 @@ def _dates(values: pd.Series) -> pd.Series:
 _UNSEEN = (0.0, 0.0, 0.0, 0.0)  # sums and counts of a location value not seen in training
 _NULL_TEXTS = frozenset(["", "nan", "NaN", "NAN", "None", "<NA>"])
 _WHITESPACE = re.compile(r"\s+")
-_ZIP_PATTERN = re.compile(_ZIP)
+_ZIP_PATTERN = re.compile(ZIP_CODE_PATTERN)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 _OLDEST, _NEWEST = pd.Timestamp.min.ceil("D").date(), pd.Timestamp.max.floor("D").date()
 

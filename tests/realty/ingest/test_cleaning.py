@@ -237,7 +237,7 @@ def test_states_keep_their_canonical_spelling() -> None:
     ("given", "expected"),
     [("601", "00601"), ("601.0", "00601"), ("00601", "00601"), (" 2139 ", "02139"),
      ("99501.00", "99501"), ("ABCDE", None), ("123456", None), ("6.5", None), ("0", None),
-     ("-601", None)],
+     ("-601", None), ("02134-1234", "02134"), ("02134-12", None)],
 )  # fmt: skip
 def test_zip_codes_are_padded_or_dropped(given: str, expected: str | None) -> None:
     result = clean({"zip_code": given})
