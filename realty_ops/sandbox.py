@@ -87,14 +87,15 @@ class SimulatorProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> SimulatorProcess:
+    def start(self, timeout: float = 30.0) -> SimulatorProcess:
+        """Start it and wait up to ``timeout`` seconds for its health route to answer."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "realty_ops", "source"],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while not http_ok(f"{self.url}/health"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the simulator did not start")
