@@ -38,6 +38,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
 from threadpoolctl import threadpool_limits
 
+from realty.drift import SEEN_ZIP_MAE, UNSEEN_ZIP_MAE
 from realty.model.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
@@ -60,6 +61,8 @@ HIGH_CARDINALITY: tuple[str, ...] = tuple(
 IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 2
 _PACE_ROUNDS = 20  # HGB's first chunk of rounds, timed to plan the next ones
+# Eval rows each side (seen / unseen zip code) needs for its MAE to be recorded.
+ZIP_ERROR_MIN_ROWS = 30
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,26 @@ def evaluate(y_true_price: Any, y_pred_price: Any) -> dict[str, float]:
         "mae_usd": float(mean_absolute_error(true, pred)),
         "rmse_usd": float(np.sqrt(mean_squared_error(true, pred))),
     }
+
+
+def zip_errors(
+    train_zips: pd.Series, eval_zips: pd.Series, log_true: np.ndarray, log_pred: np.ndarray
+) -> dict[str, float]:
+    """How much of the eval split is geography training never saw, and the error there.
+
+    ``eval_unseen_zip_share``: the eval rows with a zip code no training row has (counted as
+    the drift verdict counts a batch's: an unknown zip is not an unseen one);
+    ``mae_log_seen_zip`` / ``mae_log_unseen_zip``: MAE (log price) on either side, when each
+    has ``ZIP_ERROR_MIN_ROWS`` rows. The drift verdict mixes the two at a new batch's unseen
+    share to know what error to expect there.
+    """
+    unseen = (~eval_zips.isin(set(train_zips)) & (eval_zips != MISSING)).to_numpy()
+    errors = np.abs(np.asarray(log_true, "float64") - np.asarray(log_pred, "float64"))
+    result = {"eval_unseen_zip_share": float(unseen.mean())}
+    if min(unseen.sum(), (~unseen).sum()) >= ZIP_ERROR_MIN_ROWS:
+        result[SEEN_ZIP_MAE] = float(errors[~unseen].mean())
+        result[UNSEEN_ZIP_MAE] = float(errors[unseen].mean())
+    return result
 
 
 # ---------------------------------------------------------------- the baseline
@@ -478,6 +501,12 @@ def train_candidates(
             importances = _importances(model, eval_features, np.log(eval_price), budget.seed)
         seconds, evaluate_seconds = fitted - started, time.monotonic() - fitted
         metrics = evaluate(eval_price, predicted)
+        metrics |= zip_errors(
+            data.features["zip_code"],
+            eval_features["zip_code"],
+            np.log(eval_price),
+            np.log(np.clip(predicted, 1.0, None)),
+        )
         logger.info("%s: %s in %.1f s", name, metrics, seconds)
         results.append(
             CandidateResult(

@@ -148,6 +148,38 @@ def test_performance_drift_only_above_the_mae_threshold(reference: ReferenceProf
     assert report.performance.change["r2_log"] == pytest.approx(-0.25)
 
 
+def test_the_expected_error_follows_the_batch_share_of_unseen_zip_codes(
+    reference: ReferenceProfile,
+) -> None:
+    batch = listings(10_000, seed=7)
+    batch.loc[:4999, "zip_code"] = "99999"  # half the rows from a zip code training never saw
+    validation = {**VALIDATION, "mae_log_seen_zip": 0.18, "mae_log_unseen_zip": 0.42}
+    # 0.33 is 65% above the validation MAE, but only 10% above the 0.30 expected at 50% unseen.
+    alike = drift_report(
+        reference, batch, performance=PerformanceDrift({"mae_log": 0.33}, validation)
+    )
+    assert alike.performance is not None and alike.performance.unseen_zip_share == 0.5
+    assert alike.performance.expected["mae_log"] == pytest.approx(0.30)
+    assert not alike.performance.drifted
+    assert not any(r.startswith("production") for r in alike.reasons)
+    worse = drift_report(
+        reference, batch, performance=PerformanceDrift({"mae_log": 0.39}, validation)
+    )
+    assert worse.performance is not None and worse.performance.drifted
+    assert worse.reasons[0] == (
+        "production MAE (log price) on this batch is 30% above the MAE (log price) expected "
+        "with 50% unseen zip codes (0.390 vs 0.300; validation 0.200)"
+    )
+    # A batch from known zip codes expects the seen-zip error: the same 0.33 is now too much.
+    known = drift_report(
+        reference,
+        listings(10_000, seed=7),
+        performance=PerformanceDrift({"mae_log": 0.33}, validation),
+    )
+    assert known.performance is not None and known.performance.expected["mae_log"] == 0.18
+    assert known.performance.drifted
+
+
 def test_mae_in_dollars_is_watched_when_log_price_is_absent(reference: ReferenceProfile) -> None:
     performance = PerformanceDrift({"mae_usd": 60_000.0}, {"mae_usd": 40_000.0, "r2_log": 0.8})
     report = drift_report(reference, listings(5_000, seed=8), performance=performance)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from realty.drift import PerformanceDrift, ReferenceProfile, drift_report
 from realty.ingest.cleaning import CleaningRules, clean_batch
 from realty.model.features import FEATURE_COLUMNS, INPUT_FIELDS, prepare_features
 from realty.model.price_model import PriceModel, log_price_model
@@ -318,3 +319,30 @@ def test_candidates_beat_the_baseline_on_real_listings() -> None:
         assert results[name]["mae_usd"] < 0.85 * baseline["mae_usd"], (name, results)
         assert results[name]["r2_log"] > baseline["r2_log"] + 0.15, (name, results)
         assert results[name]["r2_log"] > 0.6, (name, results)
+
+
+@pytest.mark.slow
+def test_the_verdict_compares_a_batch_with_the_error_its_places_should_have() -> None:
+    clean = real_clean_sample()
+    national = clean[clean["row_index"] < 7_500].assign(batch_key="national")
+    train, eval_ = split_for_training(national, "national", seed=0)
+    [result] = train_candidates(train, eval_, SMALL, candidates=["catboost"])
+    metrics = result.metrics
+    assert 0.2 < metrics["eval_unseen_zip_share"] < 0.9  # a national sample: zips are many
+    assert metrics["mae_log_unseen_zip"] > metrics["mae_log_seen_zip"]
+    reference = ReferenceProfile.from_frame(train)
+
+    def judged(batch: pd.DataFrame) -> PerformanceDrift:
+        scores = evaluate(batch["price"], result.model.predict(None, batch))
+        report = drift_report(reference, batch, performance=PerformanceDrift(scores, metrics))
+        assert report.performance is not None
+        return report.performance
+
+    alike = judged(eval_)  # listings like the training ones, from the same mix of places
+    assert alike.expected["mae_log"] == pytest.approx(metrics["mae_log"], rel=0.02)
+    assert not alike.drifted
+    assert judged(eval_.assign(price=eval_["price"] * 1.8)).drifted  # measurably worse
+    # New England listings: mostly zip codes the national sample lacks, so more error expected.
+    regional = judged(clean[clean["row_index"] >= 30_000])
+    assert regional.unseen_zip_share is not None and regional.unseen_zip_share > 0.5
+    assert regional.expected["mae_log"] > metrics["mae_log"]
