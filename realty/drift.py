@@ -47,7 +47,7 @@ class DriftThresholds:
     unseen_city_share: float = 0.20  # ... from (state, city) pairs never seen
     unseen_zip_share: float = 0.30  # ... with zip codes never seen
     median_price_change: float = 0.15  # |relative change| of the median price
-    mae_increase: float = 0.20  # relative rise of production MAE over its validation MAE
+    mae_increase: float = 0.20  # relative rise of production MAE over the MAE expected there
     min_rows: int = 1_000  # below: distribution drift is reported, not acted on
 
 

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     drift_unseen_city_share: float = 0.20
     drift_unseen_zip_share: float = 0.30
     drift_mae_increase: float = Field(
-        0.20, description="Production MAE on a batch above its validation MAE that retrains"
+        0.20, description="Production MAE on a batch above the MAE expected there that retrains"
     )
     drift_missing_rate_change: float = 0.10
     drift_median_price_change: float = 0.15

@@ -37,7 +37,7 @@ class DriftScores(BaseModel):
     unseen_city_share: float | None = None
     unseen_zip_share: float | None = None
     mae_change: float | None = Field(
-        None, description="Production's MAE on the batch relative to its validation MAE"
+        None, description="Production's MAE on the batch relative to the MAE expected there"
     )
 
 
