@@ -188,6 +188,12 @@ def main() -> None:
         key = "candidates" if split == "random" else split
         result[key] = {**result.get(key, {}), **outcome["figures"]}
         result[f"{key}_rows"] = {"train": outcome["train_rows"], "eval": outcome["eval_rows"]}
+        write_results(result)  # each split as it completes: a long run keeps what it measured
+    print(json.dumps(result, indent=2))
+
+
+def write_results(result: dict) -> None:
+    """``result`` with the best candidates named, into ``RESULTS``."""
     if "baseline_median" in result.get("candidates", {}):
         random = result["candidates"]
         best = min(random, key=lambda name: random[name]["mae_usd"])
@@ -200,7 +206,6 @@ def main() -> None:
             result[f"best_{key}"] = max(result[key], key=lambda name: result[key][name]["r2_log"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
