@@ -58,8 +58,9 @@ def land_and_clean(csv: Path, home: Path) -> tuple[pd.DataFrame, list[str]]:
     settings = make_settings(home)
     stack = Stack(settings, only=("postgres",))
     stack.start()
-    simulator = SimulatorProcess(home, REALTY_SOURCE_CSV=str(csv)).start(SIMULATOR_START_S)
+    simulator = SimulatorProcess(home, REALTY_SOURCE_CSV=str(csv))
     try:
+        simulator.start(SIMULATOR_START_S)
         client = DataApiClient(simulator.url, 1, "quality", 120.0, 2, 1.0)
         keys = []
         with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:

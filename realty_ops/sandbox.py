@@ -98,6 +98,7 @@ class SimulatorProcess:
         deadline = time.monotonic() + timeout
         while not http_ok(f"{self.url}/health"):
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError("the simulator did not start")
             time.sleep(0.1)
         return self
