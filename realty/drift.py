@@ -187,16 +187,12 @@ class TargetDrift:
     drifted: bool
 
 
-# A version's MAE (log price) on the eval rows whose zip code its training rows had / lacked
-# (realty.model.training.zip_errors): what it should score on a batch, by the batch's share of
-# zip codes it never saw.
-SEEN_ZIP_MAE, UNSEEN_ZIP_MAE = "mae_log_seen_zip", "mae_log_unseen_zip"
+SEEN_ZIP_MAE, UNSEEN_ZIP_MAE = "mae_log_seen_zip", "mae_log_unseen_zip"  # model.training.zip_errors
 
 
 @dataclass(frozen=True)
 class PerformanceDrift:
-    """The production model's metrics on this batch and what they should be: its validation
-    metrics, with MAE (log price) expected for the batch's share of unseen zip codes."""
+    """The production model's metrics on this batch and on its own validation set."""
 
     batch: Mapping[str, float]
     validation: Mapping[str, float]
@@ -205,13 +201,10 @@ class PerformanceDrift:
 
     @property
     def expected(self) -> dict[str, float]:
-        """The validation metrics, ``mae_log`` replaced by the mix of the version's errors on
-        seen and unseen zip codes at this batch's unseen share. A random eval split is mostly
-        known places and a new batch often is not, so validation error alone is optimistic.
-        Versions that did not record both errors keep their validation figures."""
+        """The validation metrics, ``mae_log`` the mix of the errors on seen and unseen zip
+        codes at this batch's unseen share (a random eval split is mostly known places)."""
         seen, unseen = self.validation.get(SEEN_ZIP_MAE), self.validation.get(UNSEEN_ZIP_MAE)
-        share = self.unseen_zip_share
-        if share is None or seen is None or unseen is None:
+        if (share := self.unseen_zip_share) is None or seen is None or unseen is None:
             return dict(self.validation)
         return {**self.validation, "mae_log": (1 - share) * seen + share * unseen}
 
@@ -495,13 +488,11 @@ def _performance_reason(p: PerformanceDrift) -> str:
         what, values = "MAE (log price)", f"{now:.3f} vs {before:.3f}"
         if "mae_usd" in p.change:
             values += f"; in dollars ${p.batch['mae_usd']:,.0f} vs ${p.validation['mae_usd']:,.0f}"
-    if p.expected[name] == p.validation[name]:
-        change = f"{p.change[name]:.0%} above its validation {what}"
-    else:
-        share = f"{p.unseen_zip_share:.0%} unseen zip codes"
-        change = f"{p.change[name]:.0%} above the {what} expected with {share}"
+    against = f"its validation {what}"
+    if before != p.validation[name]:  # the expectation at the batch's share of unseen zips
+        against = f"the {what} expected with {p.unseen_zip_share:.0%} unseen zip codes"
         values += f"; validation {p.validation[name]:.3f}"
-    return f"production {what} on this batch is {change} ({values})"
+    return f"production {what} on this batch is {p.change[name]:.0%} above {against} ({values})"
 
 
 def _unseen_reason(u: UnseenValues) -> str:
