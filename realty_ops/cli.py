@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -31,10 +32,6 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _pid_file(settings: Settings) -> Path:
-    return settings.home / "stack.pid"
-
-
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(1)
@@ -45,77 +42,91 @@ def _print_urls(urls: dict[str, str]) -> None:
         console.print(f"  {name:<18} {url}")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """`realty down` sends SIGTERM; stop as Ctrl-C would."""
+def _already_stopping(signum: int, frame: object) -> None:
+    """A second Ctrl-C or SIGTERM must not cut the stop short (that orphaned children)."""
+    console.print("already stopping the stack; every service is stopped before the exit")
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    """The first Ctrl-C or SIGTERM (`realty down`) stops the stack; later ones are ignored."""
+    signal.signal(signal.SIGINT, _already_stopping)
+    signal.signal(signal.SIGTERM, _already_stopping)
     raise KeyboardInterrupt
 
 
-def _run_until_signal(stack, settings: Settings, keep_running) -> None:
-    """Write the pid file, watch the services until Ctrl-C / `realty down`, then stop them."""
-    from realty_ops.stack import StackError
-
-    pid_file = _pid_file(settings)
-    pid_file.write_text(str(os.getpid()))
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        keep_running()
-    except KeyboardInterrupt:
-        console.print("stopping the stack ...")
-    except StackError as error:
-        raise _fail(str(error)) from None
-    finally:
-        stack.stop()
-        pid_file.unlink(missing_ok=True)
-
-
-def start_stack(settings: Settings):
-    from realty_ops.stack import Stack, StackError
+def _run_stack(settings: Settings, run: Callable) -> None:
+    """Start the stack, call ``run(stack)`` until it returns, Ctrl-C or `realty down`, then
+    stop every service: whatever happens, nothing is left running."""
+    from realty_ops.stack import Stack, StackError, state_file
 
     settings.home.mkdir(parents=True, exist_ok=True)
-    stack = Stack(settings)
+    stack = Stack(settings, state_path=state_file(settings))
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     try:
         with console.status("starting the stack") as status:
             stack.start(
                 on_ready=lambda s: status.update(f"{s.name} is up; starting the next service")
             )
+        run(stack)
+    except KeyboardInterrupt:
+        console.print("stopping the stack ...")
     except StackError as error:
         raise _fail(str(error)) from None
-    return stack
+    finally:
+        signal.signal(signal.SIGINT, _already_stopping)
+        signal.signal(signal.SIGTERM, _already_stopping)
+        stack.stop()
 
 
-def watch(stack) -> None:
+def supervise(stack) -> None:
+    """Restart what exits, until Ctrl-C or `realty down`."""
     while True:
-        stack.check()
+        stack.supervise()
         time.sleep(1.0)
 
 
 @app.command()
 def up() -> None:
     """Start the embedded stack (PostgreSQL, MLflow, simulator, Dagster) until Ctrl-C."""
-    settings = get_settings()
-    stack = start_stack(settings)
-    console.print("[bold green]realty is up[/]  (Ctrl-C or `realty down` stops it)")
-    _print_urls(stack.urls)
-    _run_until_signal(stack, settings, lambda: watch(stack))
+
+    def run(stack) -> None:
+        console.print("[bold green]realty is up[/]  (Ctrl-C or `realty down` stops it)")
+        _print_urls(stack.urls)
+        supervise(stack)
+
+    _run_stack(get_settings(), run)
 
 
 @app.command()
 def down() -> None:
-    """Stop the stack started by `realty up` or `realty demo`."""
-    pid_file = _pid_file(get_settings())
-    if not pid_file.exists():
+    """Stop the stack started by `realty up` or `realty demo`, even if that process died."""
+    from realty_ops.stack import (
+        STOP_TIMEOUT_S,
+        process_alive,
+        read_state,
+        state_file,
+        stop_recorded,
+    )
+
+    path = state_file(get_settings())
+    state = read_state(path)
+    if state is None:
         console.print("no stack is running")
         return
-    pid = int(pid_file.read_text())
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pid_file.unlink()
-        console.print("no stack is running (removed a stale pid file)")
-        return
     with console.status("stopping the stack"):
-        while pid_file.exists():
-            time.sleep(0.2)
+        if process_alive(state["pid"], state["create_time"]):
+            os.kill(state["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S * (len(state["services"]) + 1)
+            while process_alive(state["pid"], state["create_time"]):
+                if time.monotonic() > deadline:
+                    break  # it hangs: stop its services ourselves
+                time.sleep(0.2)
+        # What a dead (or hung) supervisor left running, from its state file.
+        leftover = stop_recorded(state)
+        path.unlink(missing_ok=True)
+    if leftover:
+        console.print(f"stopped what the stack left running: {', '.join(leftover)}")
     console.print("stopped")
 
 
@@ -127,17 +138,16 @@ def demo() -> None:
     os.environ.setdefault("REALTY_SENSOR_INTERVAL_S", "2")
     get_settings.cache_clear()
     settings = get_settings()
-    stack = start_stack(settings)
     exit_after = os.environ.get("DEMO_EXIT") == "1"
     outcome: dict[str, bool] = {}
 
-    def run_demo() -> None:
+    def run(stack) -> None:
         outcome["ok"] = demo_module.run(settings, stack, console)
         if not exit_after:
             console.print("the stack keeps running; Ctrl-C stops it")
-            watch(stack)
+            supervise(stack)
 
-    _run_until_signal(stack, settings, run_demo)
+    _run_stack(settings, run)
     if exit_after and not outcome.get("ok"):
         raise typer.Exit(1)
 
@@ -254,9 +264,13 @@ def status() -> None:
     from realty_ops.status import ingestion_summary, service_statuses
 
     settings = get_settings()
-    table = Table("service", "state", "url")
-    for name, up_now, url in service_statuses(settings):
-        table.add_row(name, "[green]up[/]" if up_now else "[red]down[/]", url)
+    table = Table("service", "state", "restarts", "url")
+    for row in service_statuses(settings):
+        state = "[green]up[/]" if row.up else "[red]down[/]"
+        if row.supervisor_state not in (None, "running"):
+            state += f" ({row.supervisor_state})"
+        restarts = "-" if row.restarts is None else str(row.restarts)
+        table.add_row(row.name, state, restarts, row.url)
     console.print(table)
     console.print(ingestion_summary(settings))
 

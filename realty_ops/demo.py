@@ -207,7 +207,7 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("batches through the loop", total=expected)
         while time.monotonic() < deadline:
-            stack.check()
+            stack.supervise()
             history, exhausted = _history(settings)
             ingest_seconds, failed_ingest = _runs(instance, ("ingest_batch",))
             follow_up_seconds, failed_follow_up = _runs(instance, FOLLOW_UP_JOBS)

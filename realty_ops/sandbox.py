@@ -2,17 +2,19 @@
 serving processes, and small real models.
 
 ``temporary_stack`` starts services of the embedded stack in a temporary home;
-``ServingProcess`` runs ``realty serve`` (uvicorn with the ``serving.main:create_app`` factory)
-as a child process on a free port, configured through ``REALTY_*`` variables from a
-``Settings``. ``register_price_model`` and ``register_digits_model`` put real, quickly trained
-versions into an MLflow registry the same way the learning loop does (``train_and_register``
-and the ``digits_model`` asset), so the service has something to load.
-"""
+``StackProcess`` runs ``realty up`` itself, to break its services; ``ServingProcess`` runs
+``realty serve`` (uvicorn with the ``serving.main:create_app`` factory) as a child process on
+a free port, configured through ``REALTY_*`` variables from a ``Settings``.
+``register_price_model`` and ``register_digits_model`` put real, quickly trained versions into
+an MLflow registry the same way the learning loop does (``train_and_register`` and the
+``digits_model`` asset), so the service has something to load."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import uvicorn
 from mlflow import MlflowClient
 
@@ -31,7 +34,7 @@ from realty.ingest.cleaning import clean_batch
 from realty.model import registry
 from realty.schema import LISTING_COLUMNS
 from realty.settings import REPO_ROOT, Settings
-from realty_ops.stack import Stack, http_ok, service_env
+from realty_ops.stack import Stack, http_ok, read_state, service_env, state_file
 
 
 def free_port() -> int:
@@ -51,6 +54,32 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "ui_port": free_port(),
     }
     return Settings(home=home, **{**ports, **overrides})
+
+
+def process_groups_of_home(home: Path) -> set[int]:
+    """The process groups holding a process that runs with REALTY_HOME=``home`` (ours aside)."""
+    groups = set()
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("REALTY_HOME") == str(home):
+                groups.add(os.getpgid(process.pid))
+        except (psutil.Error, ProcessLookupError):
+            continue  # gone, or a zombie
+    return groups - {os.getpgrp()}
+
+
+def end_process_groups_of_home(home: Path, also: set[int] = frozenset()) -> set[int]:
+    """SIGTERM, and after 15 s SIGKILL, the groups of ``process_groups_of_home`` and ``also``:
+    what a stack left behind must not outlive a test. The groups that were still running."""
+    leftover = process_groups_of_home(home) | set(also)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in process_groups_of_home(home) | set(also):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+        deadline = time.monotonic() + 15
+        while process_groups_of_home(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    return leftover
 
 
 @contextmanager
@@ -111,6 +140,7 @@ class SimulatorProcess:
 
 REALTOR_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "realtor" / "realtor_sample.csv.gz"
 START_TIMEOUT_S = 600.0  # imports and model loads took 6 minutes on a 2-core machine at load 15
+STACK_UP_TIMEOUT_S = 900.0  # the whole stack took 4-6 minutes to start at load 12 on 2 cores
 
 
 @contextmanager
@@ -230,3 +260,74 @@ def register_digits_model(settings: Settings) -> str:
     result = dg.materialize([digits_model], resources={"mlflow": resource})
     metadata = result.asset_materializations_for_node("digits_model")[0].metadata
     return str(metadata["version"].value)
+
+
+class StackProcess:
+    """`realty up` as a real child process in a session of its own, running the stack of
+    ``settings``; what it records in its state file, and helpers to break it."""
+
+    def __init__(self, settings: Settings, **env: str) -> None:
+        self.settings = settings
+        self.env = {**settings_env(settings), **env}
+        self.log_file = settings.home / "realty-up.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StackProcess:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "realty", "up"],
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def state(self) -> dict | None:
+        return read_state(state_file(self.settings))
+
+    def pids(self) -> dict[str, int | None]:
+        state = self.state() or {"services": []}
+        return {entry["name"]: entry["pid"] for entry in state["services"]}
+
+    def wait_up(self, timeout_s: float = STACK_UP_TIMEOUT_S) -> None:
+        """Until every service runs under the supervisor and answers its readiness probe."""
+        from realty_ops.status import service_statuses
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = service_statuses(self.settings)
+            if all(row.up and row.supervisor_state == "running" for row in rows):
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                down = [row.name for row in rows if not row.up]
+                raise RuntimeError(f"the stack is not up ({down} down); see {self.log_file}")
+            time.sleep(0.5)
+
+    def kill(self, name: str, timeout_s: float = 300.0) -> float:
+        """kill -9 a service; seconds until the supervisor has it answering again."""
+        from realty_ops.status import service_statuses
+
+        old = self.pids()[name]
+        os.kill(old, signal.SIGKILL)
+        killed = time.monotonic()
+        while time.monotonic() - killed < timeout_s:
+            row = next(r for r in service_statuses(self.settings) if r.name == name)
+            if self.pids()[name] != old and row.up and row.supervisor_state == "running":
+                return time.monotonic() - killed
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} was not back {timeout_s:.0f} s after kill -9")
+
+    def stop(self) -> set[int]:
+        """SIGTERM `realty up` and wait for it; then end whatever still runs with its home.
+        The process groups that had to be ended that way (none if it stopped its stack)."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=180)
+        running = {self.process.pid} if self.process.poll() is None else set()
+        leftover = end_process_groups_of_home(self.settings.home, running)
+        self.process.wait(timeout=30)
+        return leftover

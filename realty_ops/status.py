@@ -1,23 +1,42 @@
-"""What `realty status` reports: services up or down, and what has been ingested."""
+"""What `realty status` reports: services up or down, their restarts under `realty up`, and
+what has been ingested."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import psycopg
 
 from realty.settings import Settings
 from realty.store.db import connect
 from realty.store.ledger import batch_history
-from realty_ops.stack import build_services, port_in_use
+from realty_ops.stack import build_services, port_in_use, read_state, state_file
 
 
-def service_statuses(settings: Settings) -> list[tuple[str, bool, str]]:
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    up: bool  # answers its readiness probe now
+    url: str
+    restarts: int | None  # by the running stack's supervisor; None: no stack recorded it
+    supervisor_state: str | None  # running, restarting, given up; None: as restarts
+
+
+def service_statuses(settings: Settings) -> list[ServiceStatus]:
+    state = read_state(state_file(settings)) or {"services": []}
+    supervised = {entry["name"]: entry for entry in state["services"]}
     rows = []
     for service in build_services(settings):
         if service.port is not None:
             up = port_in_use(settings.host, service.port) and service.ready()
         else:
             up = service.ready()
-        rows.append((service.name, up, service.url or ""))
+        entry = supervised.get(service.name, {})
+        rows.append(
+            ServiceStatus(
+                service.name, up, service.url or "", entry.get("restarts"), entry.get("state")
+            )
+        )
     return rows
 
 

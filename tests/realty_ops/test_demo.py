@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
-from realty_ops.sandbox import make_settings
+from realty_ops.sandbox import end_process_groups_of_home, make_settings
 from realty_ops.stack import port_in_use
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -45,33 +43,15 @@ def run_demo(env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str
 
 
 def stop_started_processes(demo: subprocess.Popen, home: Path) -> None:
-    """SIGTERM the demo (it stops its stack), then SIGTERM and at last SIGKILL the process
-    group of every process still running with this test's REALTY_HOME: each service runs in a
-    session of its own and outlives a killed demo."""
+    """SIGTERM the demo (it stops its stack), then end the process group of every process still
+    running with this test's REALTY_HOME: each service runs in a session of its own and
+    outlives a killed demo."""
     if demo.poll() is None:
         os.killpg(demo.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             demo.wait(timeout=GRACE_S)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        groups = _process_groups_with_home(home) | ({demo.pid} if demo.poll() is None else set())
-        for group in groups - {os.getpgrp()}:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, sig)
-        deadline = time.monotonic() + 15
-        while _process_groups_with_home(home) and time.monotonic() < deadline:
-            time.sleep(0.5)
+    end_process_groups_of_home(home, {demo.pid} if demo.poll() is None else set())
     demo.wait(timeout=10)
-
-
-def _process_groups_with_home(home: Path) -> set[int]:
-    groups = set()
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("REALTY_HOME") == str(home):
-                groups.add(os.getpgid(process.pid))
-        except (psutil.Error, ProcessLookupError):
-            continue  # gone, or a zombie
-    return groups
 
 
 def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> None:
