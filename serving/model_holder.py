@@ -6,15 +6,17 @@ alias points at; when it is another version than the one loaded, it loads it, ru
 prediction and only then swaps it in, by replacing one reference. A request reads that
 reference once and uses the object it got until it has answered, so requests in flight finish
 on the old version and no request sees a half-loaded model. A version that fails to load or its
-smoke prediction is not swapped in; it is remembered (``/v1/models``, ``/health``) and not
-retried by the poller until the alias moves (the admin route retries it). When the registry
-cannot be reached the loaded version keeps serving and the slot reports ``registry_error``.
+smoke prediction is not swapped in; it is remembered (``/v1/models``, ``/health``) and the
+poller retries it with backoff (``RetrySchedule``: its failure may have been MLflow going away
+mid-download); the admin route retries it at once. When the registry cannot be reached the
+loaded version keeps serving and the slot reports ``registry_error``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -46,6 +48,25 @@ SMOKE_LISTINGS = (
     },
     {"status": "sold", "city": None, "state": None},
 )
+
+
+RETRY_FIRST_DELAY_S = 5.0  # after a version's first failed load; doubled per failure
+RETRY_MAX_DELAY_S = 300.0
+
+
+@dataclass
+class RetrySchedule:
+    """When the poller may try a version whose load failed again (monotonic seconds)."""
+
+    delay_s: float = RETRY_FIRST_DELAY_S
+    next_at: float = 0.0
+
+    def failed(self, now: float) -> None:
+        self.next_at = now + self.delay_s
+        self.delay_s = min(self.delay_s * 2, RETRY_MAX_DELAY_S)
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
 
 
 class SmokeTestError(RuntimeError):
@@ -130,7 +151,7 @@ class ModelSlot:
         self.last_failure: ReloadAttempt | None = None
         self.registry_error: str | None = None
         self.reloads = {"loaded": 0, "failed": 0}
-        self._failed_versions: set[str] = set()
+        self._failed_versions: dict[str, RetrySchedule] = {}
         self._reloading = threading.Lock()  # one reload of a slot at a time
 
     def reload(self, client: MlflowClient, retry_failed: bool = False) -> ReloadAttempt:
@@ -155,18 +176,21 @@ class ModelSlot:
         version = str(target.version)
         if self.current is not None and self.current.version == version:
             return self._attempt("unchanged", version, f"v{version} is loaded")
-        if version in self._failed_versions and not retry_failed:
-            return self._attempt("skipped", version, f"v{version} failed before; not retried")
+        retry = self._failed_versions.get(version)
+        if retry is not None and not retry_failed and not retry.due(time.monotonic()):
+            wait_s = retry.next_at - time.monotonic()
+            message = f"v{version} failed before; next retry in {wait_s:.0f} s"
+            return self._attempt("skipped", version, message)
         try:
             model = self._load(self.name, version)
             self._smoke(model)
         except Exception as error:
-            self._failed_versions.add(version)
+            self._failed_versions.setdefault(version, RetrySchedule()).failed(time.monotonic())
             self.reloads["failed"] += 1
             message = f"v{version} not swapped in: {type(error).__name__}: {error}"[:1000]
             log.error("%s: %s", self.name, message)
             return self._attempt("failed", version, message)
-        self._failed_versions.discard(version)
+        self._failed_versions.pop(version, None)
         before = self.current.version if self.current else None
         self.current = LoadedModel(
             self.name, version, PRODUCTION, datetime.now(UTC), target.run_id, model
