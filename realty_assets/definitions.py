@@ -3,7 +3,7 @@
 import dagster as dg
 
 from realty.settings import get_settings
-from realty_assets.assets.digits import digits_model
+from realty_assets.assets.digits import digits_automation_sensor, digits_model
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
@@ -29,7 +29,13 @@ defs = dg.Definitions(
     asset_checks=FRESHNESS_CHECKS,
     jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollback_job],
     schedules=[source_schedule],
-    sensors=[source_sensor, drift_sensor, freshness_sensor, freshness_checks_sensor],
+    sensors=[
+        source_sensor,
+        drift_sensor,
+        freshness_sensor,
+        freshness_checks_sensor,
+        digits_automation_sensor,
+    ],
     resources=build_resources(get_settings()),
     # One process per run, not per step: a step process costs ~8 s of imports on 2 cores,
     # more than the work of a 20k-row batch.
