@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -154,24 +155,79 @@ SERVING_WAIT_S = 60.0  # the service's poller needs up to REALTY_SERVING_POLL_IN
 def _serving_examples(settings: Settings, batch_key: str, production: str | None) -> dict:
     """A few listings of ``batch_key`` priced by the serving API once it serves ``production``:
     its answer (the version that priced them) and the listings."""
-    import httpx
-
     from realty.model.price_model import client_example
     from realty.store.clean import read_clean_listings
 
     with connect("clean_data", settings) as conn:
         listings = client_example(read_clean_listings(conn, [batch_key]).head(SERVING_EXAMPLES))
-    deadline = time.monotonic() + SERVING_WAIT_S
     with httpx.Client(base_url=settings.serving_url, timeout=30) as client:
-        while time.monotonic() < deadline:
-            loaded = {m["name"]: m["loaded"] for m in client.get("/v1/models").json()["models"]}
-            price_model = loaded.get(settings.price_model_name) or {}
-            if price_model.get("version") == production:
-                break
-            time.sleep(1.0)
+        _wait_until_serving(client, settings.price_model_name, production)
         response = client.post("/v1/price/predict", json={"listings": listings.to_dict("records")})
     response.raise_for_status()
     return {"answer": response.json(), "listings": listings.to_dict("records")}
+
+
+def _wait_until_serving(
+    client: httpx.Client, name: str, version: str | None, wait_s: float = SERVING_WAIT_S
+) -> None:
+    """Until the serving API has loaded ``version`` of model ``name`` (any, if None), or
+    ``wait_s`` passed."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        loaded = {m["name"]: m["loaded"] for m in client.get("/v1/models").json()["models"]}
+        model = loaded.get(name) or {}
+        if model and (version is None or model.get("version") == version):
+            return
+        time.sleep(1.0)
+
+
+ADMIN_RELOAD = "POST /v1/admin/reload"  # needs REALTY_SERVING_ADMIN_TOKEN; not called
+DIGITS_WAIT_S = 600.0  # digits_model's run, launched by its automation at the stack's start
+
+
+def _route_statuses(settings: Settings) -> dict[str, int]:
+    """Every route of the serving API called once as its clients call it: the status of each
+    answer (`METHOD path` → code). The digits model is waited for: its asset is materialized
+    by automation when the stack starts, beside the batches."""
+    import base64
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from serving.schemas import EXAMPLE_LISTING
+
+    eight = base64.b64encode(json.dumps(load_digits().images[8].tolist()).encode()).decode()
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 160, 200)).save(photo, format="JPEG")
+    upload = {"file": ("photo.jpg", photo.getvalue(), "image/jpeg")}
+    calls = {
+        "GET /health": {},
+        "GET /metrics": {},
+        "GET /v1/models": {},
+        "GET /v1/batches": {},
+        "POST /v1/price/predict": {"json": {"listings": [EXAMPLE_LISTING]}},
+        "POST /v1/price/explain": {"json": {"listing": EXAMPLE_LISTING}},
+        "POST /v1/digits/predict": {"json": {"request_id": "demo", "image": eight}},
+        "POST /predict/": {"json": {"request_id": "demo", "model": "digits", "image": eight}},
+        "POST /v1/detect": {"files": upload},
+        "POST /v1/count": {"files": upload},
+        "POST /predict": {"files": upload},
+        "POST /countObjects": {"files": upload},
+    }
+    with httpx.Client(base_url=settings.serving_url, timeout=60) as client:
+        _wait_until_serving(client, settings.digits_model_name, None, DIGITS_WAIT_S)
+        statuses = {
+            call: client.request(*call.split(" "), **request).status_code
+            for call, request in calls.items()
+        }
+        paths = client.get("/openapi.json").json()["paths"]
+    # A route this list does not know answers as not called (None), so a new one is not missed;
+    # the admin route is disabled unless a token is configured.
+    for path, methods in paths.items():
+        for method in methods:
+            statuses.setdefault(f"{method.upper()} {path}", None)
+    return statuses
 
 
 def _print_serving_examples(examples: dict, console: Console) -> None:
@@ -269,6 +325,20 @@ def run(settings: Settings, stack: Stack, console: Console) -> bool:
         else:
             _print_serving_examples(examples, console)
             summary["serving_examples"] = examples
+    try:
+        summary["routes"] = _route_statuses(settings)
+    except httpx.HTTPError as error:
+        summary["routes"] = {"serving": repr(error)}
+    failing = {
+        call: code
+        for call, code in summary["routes"].items()
+        if code != 200 and call != ADMIN_RELOAD
+    }
+    if failing:
+        ok = False
+        console.print(f"[red]serving routes that did not answer 200[/]: {failing}")
+    else:
+        console.print(f"[bold]serving[/] every route answers ({len(summary['routes'])} checked)")
     summary_path = settings.home / "demo" / "summary.json"
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2))

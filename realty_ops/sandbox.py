@@ -276,7 +276,7 @@ class StackProcess:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "realty", "up"],
+                [sys.executable, "-m", "realty_ops", "up"],
                 env=self.env,
                 cwd=REPO_ROOT,
                 stdout=out,

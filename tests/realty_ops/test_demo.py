@@ -110,6 +110,11 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
     answer = summary["serving_examples"]["answer"]
     assert answer["model"] == {"name": "realty-price", "version": summary["production"]["version"]}
     assert len(answer["predictions"]) == 3 and all(p["price"] > 0 for p in answer["predictions"])
+    # Every route of the serving API answered, the digit routes too: digits_model was
+    # materialized by its automation (the admin route is disabled without a token).
+    not_ok = {call: code for call, code in summary["routes"].items() if code != 200}
+    assert not_ok == {"POST /v1/admin/reload": None}
+    assert summary["routes"]["POST /predict/"] == 200
     assert settings.serving_url in result.stdout
     assert settings.ui_url in result.stdout
     assert summary["source"]["exhausted"] is True
