@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve bench-faults clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -66,6 +66,9 @@ bench-detect: install
 
 bench-serve: install
 	$(VENV)/bin/python bench/serve.py
+
+bench-faults: install
+	$(VENV)/bin/python bench/faults.py
 
 clean:
 	rm -rf $(VENV) .tools
