@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import psutil
@@ -169,6 +170,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {**service_env(settings), **env}
 
 
+def start_realty(
+    command: str, env: dict[str, str], log_file: Path, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """`realty <command>` as a child process, its output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "realty_ops", command],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            **popen,
+        )
+
+
 class ServingProcess:
     """`realty serve` as a real child process on a free port (``url``); ``stop()`` ends it."""
 
@@ -181,15 +198,7 @@ class ServingProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServingProcess:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "realty_ops", "serve"],
-                env=self.env,
-                cwd=REPO_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = start_realty("serve", self.env, self.log_file)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not http_ok(f"{self.url}/health"):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -273,16 +282,8 @@ class StackProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StackProcess:
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "realty_ops", "up"],
-                env=self.env,
-                cwd=REPO_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        # A session of its own, as a user's shell would give it: our signals are not its.
+        self.process = start_realty("up", self.env, self.log_file, start_new_session=True)
         return self
 
     def state(self) -> dict | None:
