@@ -26,7 +26,7 @@ KILL_ORDER = (
     "mlflow", "source", "dagster-webserver", "dagster-daemon", "serving", "ui", "postgres"
 )  # fmt: skip
 RESTART_TARGET_S = 30.0
-GIVE_UP_S = 300.0  # a kill not back by then counts as not restarted
+GIVE_UP_S = 600.0  # a kill not back by then counts as not restarted
 
 
 def kill_section() -> dict[str, object]:

@@ -141,7 +141,7 @@ class SimulatorProcess:
 
 REALTOR_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "realtor" / "realtor_sample.csv.gz"
 START_TIMEOUT_S = 600.0  # imports and model loads took 6 minutes on a 2-core machine at load 15
-STACK_UP_TIMEOUT_S = 900.0  # the whole stack took 4-6 minutes to start at load 12 on 2 cores
+STACK_UP_TIMEOUT_S = 1800.0  # the whole stack took over 15 minutes to start at load 24 on 2 cores
 
 
 @contextmanager
@@ -307,7 +307,7 @@ class StackProcess:
                 raise RuntimeError(f"the stack is not up ({down} down); see {self.log_file}")
             time.sleep(0.5)
 
-    def kill(self, name: str, timeout_s: float = 300.0) -> float:
+    def kill(self, name: str, timeout_s: float = 600.0) -> float:
         """kill -9 a service; seconds until the supervisor has it answering again."""
         from realty_ops.status import service_statuses
 
