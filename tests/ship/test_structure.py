@@ -15,7 +15,7 @@ import yaml
 
 from realty.settings import REPO_ROOT, Settings
 from realty_ops.cli import app as realty_app
-from realty_ops.stack import service_env
+from realty_ops.stack import SERVICE_ADDRESSES, service_env
 from tests.ship.shipping import (
     BASE_CONTEXT,
     BASE_DOCKERFILE,
@@ -314,8 +314,10 @@ def test_compose_and_kubernetes_use_the_embedded_names() -> None:
     # The platform containers get the same variables in compose and on the cluster...
     cluster = set(configmap("realty-config")) | secret_keys()
     assert set(compose_platform_env()) == cluster - {"MLFLOW_BACKEND_STORE_URI"}
-    # ...and those `realty up` derives for its children are among them.
-    derived = {n for n in service_env(Settings()) if n.startswith("REALTY_")}
+    # ...and those `realty up` derives for its children are among them (but the addresses:
+    # containers have fixed ports and reach each other by service name).
+    addresses = {f"REALTY_{name.upper()}" for name in SERVICE_ADDRESSES}
+    derived = {n for n in service_env(Settings()) if n.startswith("REALTY_")} - addresses
     assert derived <= set(compose_platform_env())
 
 
