@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     train_max_seconds: float = Field(900.0, description="Per candidate; boosting stops there")
     train_iterations: int = Field(2_000, description="Most boosting rounds per candidate")
     shap_sample_rows: int = 2_000
+    price_interval_level: float = Field(
+        0.9, gt=0, lt=1, description="Level of the served price intervals and their eval coverage"
+    )
 
     # Serving (the FastAPI service, `realty serve`; docs/serving.md).
     serving_port: int = 8000

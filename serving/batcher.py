@@ -4,11 +4,11 @@ A CatBoost prediction costs about half a millisecond per call whatever the numbe
 (the call's set-up dominates), so 16 clients asking for one listing each are served far faster
 by one call for 16 rows than by 16 calls. Requests queue here; one consumer task takes
 everything queued, groups it by the model version each request was given, and predicts each
-group in one ``predict_rows`` call. The call runs on the event loop itself: requests that
-arrive meanwhile wait in their sockets, are read as soon as it returns and form the next batch,
-so a lone request waits for nobody (no timer), under load batches grow by themselves, and no
-request pays a hop to a worker thread (two more wake-ups, which cost tens of milliseconds each
-on a machine whose cores are oversubscribed).
+group in one ``price_rows`` call (prices and intervals). The call runs on the event loop
+itself: requests that arrive meanwhile wait in their sockets, are read as soon as it returns
+and form the next batch, so a lone request waits for nobody (no timer), under load batches
+grow by themselves, and no request pays a hop to a worker thread (two more wake-ups, which cost
+tens of milliseconds each on a machine whose cores are oversubscribed).
 
 Rows are predicted independently, so a listing gets the same price in any batch (the tests
 compare with the pyfunc model row by row). A request keeps the version it was given when it
@@ -22,6 +22,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from realty.model.price_model import PricedRows
 from serving.model_holder import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class _Pending:
 
 
 class PriceBatcher:
-    def __init__(self) -> None:
+    def __init__(self, interval_level: float) -> None:
+        self.interval_level = interval_level
         self._queue: list[_Pending] = []
         self._arrived = asyncio.Event()
         self._consumer: asyncio.Task | None = None
@@ -49,8 +51,9 @@ class PriceBatcher:
         if self._consumer is not None:
             self._consumer.cancel()
 
-    async def predict(self, loaded: LoadedModel, listings: list[dict]) -> list[float]:
-        """Prices of ``listings`` by ``loaded``'s model, batched with concurrent requests."""
+    async def predict(self, loaded: LoadedModel, listings: list[dict]) -> PricedRows:
+        """Prices (and intervals) of ``listings`` by ``loaded``'s model, batched with
+        concurrent requests."""
         answer = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(loaded, listings, answer))
         self._arrived.set()
@@ -71,7 +74,7 @@ class PriceBatcher:
         model = group[0].loaded.model
         rows = [listing for pending in group for listing in pending.listings]
         try:
-            prices = model.predict_rows(rows)
+            prices = model.price_rows(rows, self.interval_level)
         except Exception:
             if len(group) > 1:  # find the request that fails; answer the others
                 for pending in group:
@@ -85,12 +88,12 @@ class PriceBatcher:
         start = 0
         for pending in group:
             end = start + len(pending.listings)
-            _settle(pending.answer, prices[start:end].tolist())
+            _settle(pending.answer, prices[start:end])
             start = end
 
 
 def _settle(
-    answer: asyncio.Future, result: list[float] | None = None, error: Exception | None = None
+    answer: asyncio.Future, result: PricedRows | None = None, error: Exception | None = None
 ) -> None:
     if answer.done():  # the client went away and the request was cancelled
         return

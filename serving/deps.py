@@ -46,8 +46,10 @@ def record(
     listing: dict | None = None,
     prediction: float | None = None,
     details: dict | None = None,
+    interval: dict[str, float] | None = None,
 ) -> InferenceRecord:
-    """One inference log record of an answered prediction."""
+    """One inference log record of an answered prediction (``interval``: a price's
+    ``{level, low, high}``)."""
     return InferenceRecord(
         request_id=request_id,
         item=item,
@@ -59,4 +61,7 @@ def record(
         listing=listing,
         prediction=prediction,
         details=details,
+        interval_level=interval["level"] if interval else None,
+        interval_low=interval["low"] if interval else None,
+        interval_high=interval["high"] if interval else None,
     )

@@ -58,6 +58,11 @@ class InferenceRecord:
     listing: dict | None  # the listing fields as received (price routes)
     prediction: float | None
     details: dict | None  # metadata for vision/digits: counts, labels, predicted class...
+    # The price's interval; None for other routes, models without a calibration and records
+    # spooled before intervals existed.
+    interval_level: float | None = None
+    interval_low: float | None = None
+    interval_high: float | None = None
 
 
 COLUMNS = tuple(field.name for field in fields(InferenceRecord))

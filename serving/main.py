@@ -63,7 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.inference_log.start()
     app.state.models = build_model_holder(settings)
     await asyncio.to_thread(app.state.models.start)
-    app.state.price_batcher = PriceBatcher()
+    app.state.price_batcher = PriceBatcher(settings.price_interval_level)
     app.state.price_batcher.start()
     # The ~250,000 objects of the started process (libraries, models) never become garbage:
     # out of the collector's sight, a full collection takes 0 ms instead of ~0.5 s (measured;

@@ -26,6 +26,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from realty.model.intervals import DEFAULT_LEVEL
 from realty.model.registry import PRODUCTION, version_by_alias
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,11 @@ def smoke_price_model(model: Any) -> None:
         raise SmokeTestError(f"the smoke listings were priced {fast.tolist()}")
     if not np.allclose(fast, slow, rtol=1e-9, atol=0):
         raise SmokeTestError(f"fast path {fast.tolist()} differs from pyfunc {slow.tolist()}")
+    priced = model.price_rows(SMOKE_LISTINGS, DEFAULT_LEVEL)
+    if priced.low is not None and not np.all((priced.low <= fast) & (fast <= priced.high)):
+        raise SmokeTestError(
+            f"the intervals {priced.low.tolist()} to {priced.high.tolist()} miss {fast.tolist()}"
+        )
 
 
 def load_digits_model(name: str, version: str) -> Any:

@@ -72,8 +72,21 @@ class PriceRequest(BaseModel):
     listings: list[Listing] = Field(min_length=1, max_length=1000)
 
 
+class PriceInterval(BaseModel):
+    """Where the price lies with probability ``level`` (split conformal, calibrated per state on
+    the version's evaluation split; docs/training.md#price-intervals)."""
+
+    level: float = Field(examples=[0.9])
+    low: float = Field(description="US dollars", examples=[402000.0])
+    high: float = Field(description="US dollars", examples=[933000.0])
+
+
+INTERVAL_FIELD = Field(None, description="Null from a version logged without a calibration")
+
+
 class PricePrediction(BaseModel):
     price: float = Field(description="Predicted price in US dollars", examples=[612345.0])
+    interval: PriceInterval | None = INTERVAL_FIELD
 
 
 class PriceResponse(BaseModel):
@@ -98,6 +111,7 @@ class ExplainResponse(BaseModel):
     request_id: str
     model: ModelRef
     price: float = Field(description="Predicted price in US dollars")
+    interval: PriceInterval | None = INTERVAL_FIELD
     base_value: float = Field(description="The model's average log price")
     log_price: float = Field(description="base_value + the sum of the contributions")
     contributions: list[Contribution] = Field(description="Largest |shap| first")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -24,6 +25,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from realty.model.features import (
+    CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
     INPUT_FIELDS,
     REQUIRED_FIELDS,
@@ -33,6 +35,7 @@ from realty.model.features import (
     prepare_features,
 )
 from realty.model.hgb_rows import HgbRows
+from realty.model.intervals import ConformalCalibration, IntervalTable
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +45,34 @@ logger = logging.getLogger(__name__)
 HGB_ROWS_MAX = 256
 
 _REQUIREMENTS = ("mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+# Intervals are calibrated per state (Mondrian): the feature the calibration's groups are.
+INTERVAL_GROUP = "state"
+_GROUP_POSITION = CATEGORICAL_FEATURES.index(INTERVAL_GROUP)
+
+
+@dataclass(frozen=True)
+class PricedRows:
+    """Prices in US dollars of some listings and, from a calibrated model, the bounds of their
+    intervals at ``level`` (else ``low``, ``high`` and ``level`` are None)."""
+
+    price: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    level: float | None = None
+
+    def __getitem__(self, rows: slice) -> PricedRows:
+        if self.low is None or self.high is None:
+            return PricedRows(self.price[rows])
+        return PricedRows(self.price[rows], self.low[rows], self.high[rows], self.level)
 
 
 class PriceModel(mlflow.pyfunc.PythonModel):
-    """A fitted price estimator plus its feature preparation, as an MLflow pyfunc model."""
+    """A fitted price estimator plus its feature preparation, as an MLflow pyfunc model, and
+    the conformal calibration of its intervals (``realty.model.intervals``)."""
+
+    # Set by training on the eval split. A class attribute, so that a model logged before
+    # intervals existed loads with None: it prices without intervals.
+    calibration: ConformalCalibration | None = None
 
     def __init__(
         self,
@@ -74,13 +101,48 @@ class PriceModel(mlflow.pyfunc.PythonModel):
     def predict_rows(self, listings: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Prices in US dollars of ``listings`` given as dicts of listing fields: the numbers
         ``predict`` gives for them, without pandas where the estimator allows it (serving's
-        hot path). A ``LocationEncoder`` + CatBoost pipeline gets plain rows, the
-        HistGradientBoosting pipeline ``HgbRows`` (up to ``HGB_ROWS_MAX`` listings; beyond,
-        the booster's own per-row speed wins); any other estimator the feature frame, built
-        from the rows rather than by ``prepare_features``."""
+        hot path)."""
         if not listings:
             return np.empty(0, dtype="float64")
+        return np.exp(self._log_price_rows(*feature_rows(listings, self.config)))
+
+    def price_rows(self, listings: Sequence[Mapping[str, Any]], level: float) -> PricedRows:
+        """``predict_rows``'s prices with their intervals at ``level`` (serving's hot path)."""
+        if not listings:
+            return PricedRows(np.empty(0, dtype="float64"))
         numbers, categories = feature_rows(listings, self.config)
+        groups = [category[_GROUP_POSITION] for category in categories]
+        return self._priced(self._log_price_rows(numbers, categories), groups, level)
+
+    def price_frame(self, listings: pd.DataFrame, level: float) -> PricedRows:
+        """``predict``'s prices of a frame of listings with their intervals at ``level``."""
+        groups = self.features(_frame(listings))[INTERVAL_GROUP].tolist()
+        return self._priced(self.predict_log(listings), groups, level)
+
+    def interval_table(self, level: float) -> IntervalTable | None:
+        """The intervals' half-widths at ``level``; None for a model without a calibration or
+        one too small for that level. Computed once per level."""
+        if self.calibration is None:
+            return None
+        tables = self.__dict__.setdefault("_interval_tables", {})
+        if level not in tables:
+            tables[level] = self.calibration.table(level)
+        return tables[level]
+
+    def _priced(self, log_price: np.ndarray, groups: list[str], level: float) -> PricedRows:
+        table = self.interval_table(level)
+        if table is None:
+            return PricedRows(np.exp(log_price))
+        half = table.half_widths(groups)
+        return PricedRows(
+            np.exp(log_price), np.exp(log_price - half), np.exp(log_price + half), level
+        )
+
+    def _log_price_rows(self, numbers: np.ndarray, categories: list[tuple[str, ...]]) -> np.ndarray:
+        """Log prices from ``feature_rows``'s output. A ``LocationEncoder`` + CatBoost pipeline
+        gets plain rows, the HistGradientBoosting pipeline ``HgbRows`` (up to ``HGB_ROWS_MAX``
+        listings; beyond, the booster's own per-row speed wins); any other estimator the
+        feature frame, built from the rows rather than by ``prepare_features``."""
         steps = getattr(self.estimator, "named_steps", {})
         if list(steps) == ["location", "catboost"]:
             encoded = steps["location"].encode_rows(categories)
@@ -91,11 +153,11 @@ class PriceModel(mlflow.pyfunc.PythonModel):
                 )
             ]
             log_price = steps["catboost"].predict(rows, thread_count=1)
-        elif len(listings) <= HGB_ROWS_MAX and (hgb := self._hgb_rows()) is not None:
+        elif len(categories) <= HGB_ROWS_MAX and (hgb := self._hgb_rows()) is not None:
             log_price = hgb.predict_log(numbers, categories)
         else:
             log_price = self.estimator.predict(feature_frame(numbers, categories))
-        return np.exp(np.asarray(log_price, dtype="float64"))
+        return np.asarray(log_price, dtype="float64")
 
     def _hgb_rows(self) -> HgbRows | None:
         """The estimator as ``HgbRows`` if it has that shape; built on first use."""
@@ -106,7 +168,8 @@ class PriceModel(mlflow.pyfunc.PythonModel):
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the look-up tables built for serving (they are rebuilt on use)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_hgb_rows_cache"}
+        built = ("_hgb_rows_cache", "_interval_tables")
+        return {k: v for k, v in self.__dict__.items() if k not in built}
 
     def predict(
         self,

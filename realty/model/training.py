@@ -47,7 +47,8 @@ from realty.model.features import (
     LocationEncoder,
     prepare_features,
 )
-from realty.model.price_model import PriceModel
+from realty.model.intervals import DEFAULT_LEVEL, ConformalCalibration, interval_scores
+from realty.model.price_model import INTERVAL_GROUP, PriceModel
 
 logger = logging.getLogger(__name__)
 
@@ -462,12 +463,14 @@ def train_candidates(
     budget: TrainingBudget | None = None,
     candidates: Sequence[str] = CANDIDATES,
     config: FeatureConfig | None = None,
+    interval_level: float = DEFAULT_LEVEL,
 ) -> list[CandidateResult]:
     """Fit every candidate on ``train``, score it on ``eval``; best (lowest mae_usd) first.
 
     ``train`` and ``eval`` are CLEAN listing frames (``price`` plus the listing fields). Each
     model is scored through ``PriceModel.predict`` on the eval rows' raw fields, the path
-    serving takes.
+    serving takes, and its intervals are calibrated on those rows (``realty.model.intervals``; the
+    metrics include their coverage at ``interval_level``).
     """
     budget = budget or TrainingBudget()
     config = config or FeatureConfig()
@@ -506,6 +509,11 @@ def train_candidates(
             eval_features["zip_code"],
             np.log(eval_price),
             np.log(np.clip(predicted, 1.0, None)),
+        )
+        groups = eval_features[INTERVAL_GROUP].tolist()
+        model.calibration = ConformalCalibration.fit(groups, np.log(eval_price), np.log(predicted))
+        metrics |= interval_scores(
+            model.calibration, groups, np.log(eval_price), np.log(predicted), interval_level
         )
         logger.info("%s: %s in %.1f s", name, metrics, seconds)
         results.append(

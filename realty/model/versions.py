@@ -33,6 +33,7 @@ from realty.store.clean import batches_through, read_clean_listings
 log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "reference/profile.json"
+CALIBRATION_ARTIFACT = "intervals/calibration.json"  # rows per state of the intervals' calibration
 EVAL_FRACTION = 0.2
 METRIC_TAG = "metric."  # version tags holding the version's scores on its own eval split
 
@@ -95,6 +96,7 @@ def _log_candidate(result: CandidateResult, data: TrainingData) -> mlflow.models
         }
     )
     mlflow.log_dict(result.feature_importances, "feature_importances.json")
+    mlflow.log_dict(result.model.calibration.describe(), CALIBRATION_ARTIFACT)
     return log_price_model(result.model, "model", data.train.head(5))
 
 
@@ -127,7 +129,9 @@ def train_and_register(
     with mlflow.start_run(run_name=f"train {key}", tags=tags) as parent:
         mlflow.log_dict(data.snapshot, "snapshot.json")
         started = time.monotonic()
-        results = fit_candidates(data.train, data.eval, budget(settings))
+        results = fit_candidates(
+            data.train, data.eval, budget(settings), interval_level=settings.price_interval_level
+        )
         best = results[0]
         fitted = time.monotonic()
         for result in results:

@@ -10,6 +10,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from realty.model.price_model import PricedRows
 from realty.settings import Settings
 from serving import deps
 from serving.schemas import ExplainRequest, ExplainResponse, PriceRequest, PriceResponse
@@ -32,20 +33,25 @@ async def predict_price(
     started = time.perf_counter()
     loaded = deps.serving_model(request, settings.price_model_name)
     listings = [listing.fields() for listing in body.listings]
-    prices = await request.app.state.price_batcher.predict(loaded, listings)
-    request_id = uuid.uuid4().hex
+    priced = await request.app.state.price_batcher.predict(loaded, listings)
+    prices, bounds = priced.price.tolist(), intervals(priced)
+    request_id, route = uuid.uuid4().hex, "/v1/price/predict"
     latency_ms = (time.perf_counter() - started) * 1000
     request.app.state.inference_log.submit(
         [
-            deps.record(request_id, "/v1/price/predict", loaded, latency_ms, item, listing, price)
-            for item, (listing, price) in enumerate(zip(listings, prices, strict=True))
+            deps.record(request_id, route, loaded, latency_ms, item, listing, price, None, bound)
+            for item, (listing, price, bound) in enumerate(
+                zip(listings, prices, bounds, strict=True)
+            )
         ]
     )
     # Built by hand, not validated back through PriceResponse: this is the hot path.
     content = {
         "request_id": request_id,
         "model": {"name": loaded.name, "version": loaded.version},
-        "predictions": [{"price": price} for price in prices],
+        "predictions": [
+            {"price": price, "interval": bound} for price, bound in zip(prices, bounds, strict=True)
+        ],
     }
     return JSONResponse(content, headers={"X-Model-Version": loaded.version})
 
@@ -60,7 +66,8 @@ def explain_price(
     loaded = deps.serving_model(request, settings.price_model_name)
     model = loaded.model
     listing = body.listing.fields()
-    price = float(model.predict_rows([listing])[0])
+    priced = model.price_rows([listing], settings.price_interval_level)
+    price, [interval] = float(priced.price[0]), intervals(priced)
     from realty.explain.explainer import explain  # numba, shap and matplotlib: loaded on first use
 
     try:
@@ -82,7 +89,15 @@ def explain_price(
     request.app.state.inference_log.submit(
         [
             deps.record(
-                request_id, "/v1/price/explain", loaded, latency_ms, 0, listing, price, details
+                request_id,
+                "/v1/price/explain",
+                loaded,
+                latency_ms,
+                0,
+                listing,
+                price,
+                details,
+                interval,
             )
         ]
     )
@@ -90,10 +105,22 @@ def explain_price(
         request_id=request_id,
         model={"name": loaded.name, "version": loaded.version},
         price=price,
+        interval=interval,
         base_value=shap.base_value,
         log_price=shap.base_value + float(shap.values[0].sum()),
         contributions=contributions,
     )
+
+
+def intervals(priced: PricedRows) -> list[dict[str, float] | None]:
+    """The ``PriceInterval`` of each priced listing as JSON; None each from a model without a
+    calibration (a version logged before intervals)."""
+    if priced.low is None or priced.high is None:
+        return [None] * len(priced.price)
+    return [
+        {"level": priced.level, "low": low, "high": high}
+        for low, high in zip(priced.low.tolist(), priced.high.tolist(), strict=True)
+    ]
 
 
 def _plain(value: object) -> str | float | None:

@@ -81,3 +81,8 @@ CREATE TABLE IF NOT EXISTS inference_log (
     PRIMARY KEY (request_id, item)
 );
 CREATE INDEX IF NOT EXISTS inference_log_logged_at ON inference_log (logged_at);
+-- The price's conformal interval (level, bounds in dollars); null where there is none.
+ALTER TABLE inference_log
+    ADD COLUMN IF NOT EXISTS interval_level double precision,
+    ADD COLUMN IF NOT EXISTS interval_low double precision,
+    ADD COLUMN IF NOT EXISTS interval_high double precision;
