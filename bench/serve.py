@@ -6,7 +6,8 @@ generator in the same run, interleaved (realty, mlflow, realty, mlflow, ...) at 
 and 16, so load from elsewhere on the machine hits both alike. The load generator is an asyncio
 client on raw keep-alive HTTP/1.1 connections (``bench/raw_http.py``; one per concurrent
 client, each sending its next request when the previous answer has arrived).
-Every answer must be a 200; the first answers of both servers are checked to be equal prices.
+Every answer must be a 200; the first answers of both servers are checked to be equal prices
+(ours with its interval, recorded in the results).
 
     python bench/serve.py [--seconds 5] [--rounds 2] [--rows 20000] [--iterations 300]
 
@@ -136,12 +137,13 @@ class MlflowScoringServer:
             self.process.wait(timeout=30)
 
 
-def same_prices(realty_url: str, mlflow_port: int, listing: dict) -> tuple[float, float]:
+def same_prices(realty_url: str, mlflow_port: int, listing: dict) -> tuple[dict, float]:
+    """Our first prediction (price and interval) and MLflow's price of ``listing``."""
     ours = httpx.post(f"{realty_url}/v1/price/predict", json={"listings": [listing]}).json()
     theirs = httpx.post(
         f"http://127.0.0.1:{mlflow_port}/invocations", json={"dataframe_records": [listing]}
     ).json()
-    return ours["predictions"][0]["price"], theirs["predictions"][0]
+    return ours["predictions"][0], theirs["predictions"][0]
 
 
 def detect_numbers(url: str) -> dict:
@@ -164,7 +166,7 @@ def bench(settings: Settings, version: str, seconds: float, rounds: int) -> dict
         realty = servers.enter_context(ServingProcess(settings))
         scoring = servers.enter_context(MlflowScoringServer(settings, version))
         ours, theirs = same_prices(realty.url, scoring.port, listings[0])
-        assert abs(ours - theirs) <= 1e-9 * theirs, (ours, theirs)
+        assert abs(ours["price"] - theirs) <= 1e-9 * theirs, (ours, theirs)
         targets = {
             "realty": (realty.port, realty_requests),
             "mlflow": (scoring.port, mlflow_requests),
@@ -193,6 +195,7 @@ def bench(settings: Settings, version: str, seconds: float, rounds: int) -> dict
         "rounds": rounds,
         "workers": 1,
         "listings_per_request": 1,
+        "interval": ours["interval"],  # of the first listing: null if the version has none
         "cpus": os.cpu_count(),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }

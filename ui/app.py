@@ -43,7 +43,8 @@ def _problem(error: Exception) -> str:
 
 
 def price_tab(serving: ServingClient) -> None:
-    """A listing form with presets → the price, the version that answered, its SHAP chart."""
+    """A listing form with presets → the price and its interval, the version that answered, its
+    SHAP chart."""
     gr.Markdown(
         "Fill in what you know about a listing (status, state and city are required; leave the "
         "rest empty if unknown) or start from a real listing, then **Predict**."
@@ -99,7 +100,10 @@ def price_tab(serving: ServingClient) -> None:
         figure = charts.contribution_figure(
             formatting.contributions(explained), explained.get("base_value"), price
         )
-        return formatting.price_markdown(price, explained["model"], listed), figure
+        answer = formatting.price_markdown(
+            price, explained["model"], listed, explained.get("interval")
+        )
+        return answer, figure
 
     preset.change(fill, preset, fields)
     predict.click(run, [preset, *fields], [answer, chart])
@@ -113,8 +117,10 @@ def _price_only(
         predicted = serving.predict_price(listing)
     except BackendError as error:
         return _problem(error), None
-    price = float(predicted["predictions"][0]["price"])
-    text = formatting.price_markdown(price, predicted["model"], listed)
+    [prediction] = predicted["predictions"]
+    text = formatting.price_markdown(
+        float(prediction["price"]), predicted["model"], listed, prediction.get("interval")
+    )
     return f"{text}\n\nNo chart for this version: {why}", None
 
 

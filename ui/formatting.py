@@ -103,8 +103,21 @@ def model_line(model: dict[str, Any]) -> str:
     return f"{model.get('name', '?')} version {model.get('version', '?')}"
 
 
-def price_markdown(price: float, model: dict[str, Any], listed_price: float | None) -> str:
+def price_markdown(
+    price: float,
+    model: dict[str, Any],
+    listed_price: float | None,
+    interval: dict[str, float] | None = None,
+) -> str:
+    """The answer of the Price tab; ``interval`` is serving's ``{level, low, high}`` (None from
+    a version without intervals)."""
     lines = [f"## Predicted price: {dollars(price)}"]
+    if interval:
+        lines.append(
+            f"{interval['level']:.0%} interval: **{dollars(interval['low'])} to "
+            f"{dollars(interval['high'])}** (conformal, calibrated on the version's evaluation "
+            "listings of this state, or of all states)"
+        )
     if listed_price:
         lines.append(f"The real listing's price was {dollars(listed_price)}.")
     lines.append(f"Answered by **{model_line(model)}**.")

@@ -1,4 +1,4 @@
-"""Price intervals by split conformal prediction, Mondrian by state (docs/training.md#price-intervals).
+"""Price intervals: split conformal, Mondrian by state (docs/training.md#price-intervals).
 
 A candidate is calibrated on its evaluation split (rows it was not fitted on): the absolute
 residuals of its log-price predictions, sorted, for every state with at least

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import psycopg
@@ -17,7 +18,14 @@ import pytest
 from realty.settings import Settings
 from realty_ops.sandbox import free_port, make_settings
 from realty_ops.stack import Stack
-from serving.inference_log import InferenceLogWriter, InferenceRecord, Spool
+from serving.inference_log import (
+    COLUMNS,
+    InferenceLogWriter,
+    InferenceRecord,
+    Spool,
+    from_spool_line,
+    to_spool_line,
+)
 
 
 @pytest.fixture
@@ -46,6 +54,9 @@ def price_records(request_id: str, listings: int = 1) -> list[InferenceRecord]:
             listing={"status": "for_sale", "bed": 3, "city": "Añasco", "house_size": None},
             prediction=250_000.0 + item,
             details=None,
+            interval_level=0.9,
+            interval_low=180_000.0 + item,
+            interval_high=340_000.0 + item,
         )
         for item in range(listings)
     ]
@@ -114,11 +125,58 @@ def test_fields_round_trip(writer_settings: Settings) -> None:
 
     with psycopg.connect(writer_settings.database_url("raw_data")) as conn:
         rows = conn.execute(
-            "SELECT request_id, item, logged_at, route, model_name, model_version, latency_ms,"
-            " listing, prediction, details FROM inference_log WHERE request_id = %s ORDER BY item",
+            f"SELECT {', '.join(COLUMNS)} FROM inference_log WHERE request_id = %s ORDER BY item",
             (request_id,),
         ).fetchall()
     assert [InferenceRecord(*row) for row in rows] == [sent, price]
+    assert (price.interval_level, price.interval_low, price.interval_high) == (
+        0.9,
+        180_001,
+        340_001,
+    )
+
+
+# The table as it was before intervals (2026-12-02).
+OLD_INFERENCE_LOG = """
+CREATE TABLE inference_log (
+    request_id text NOT NULL, item integer NOT NULL, logged_at timestamptz NOT NULL,
+    route text NOT NULL, model_name text, model_version text,
+    latency_ms double precision NOT NULL, listing jsonb, prediction double precision,
+    details jsonb, PRIMARY KEY (request_id, item)
+)
+"""
+
+
+def test_an_inference_log_from_before_intervals_gains_their_columns(pg_settings) -> None:
+    database = f"raw_before_intervals_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    ddl = resources.files("realty.store").joinpath("sql", "raw_data.sql").read_text()
+    try:
+        with psycopg.connect(pg_settings.database_url(database), autocommit=True) as conn:
+            conn.execute(OLD_INFERENCE_LOG)
+            conn.execute(
+                "INSERT INTO inference_log VALUES ('old', 0, now(), '/v1/price/predict',"
+                " 'realty-price', '1', 1.0, '{}', 250000, NULL)"
+            )
+            conn.execute(ddl)
+            conn.execute(ddl)
+            row = conn.execute(
+                "SELECT prediction, interval_level, interval_low, interval_high FROM inference_log"
+            ).fetchall()
+            assert row == [(250_000.0, None, None, None)]
+    finally:
+        with psycopg.connect(pg_settings.database_url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {database}")
+
+
+def test_a_record_spooled_before_intervals_replays_without_them() -> None:
+    (record,) = price_records("spooled-before-intervals")
+    values = json.loads(to_spool_line(record))
+    for name in ("interval_level", "interval_low", "interval_high"):
+        del values[name]
+    replayed = from_spool_line(json.dumps(values))
+    assert replayed.interval_low is None and replayed.prediction == record.prediction
 
 
 def test_text_that_looks_like_copy_syntax_is_stored_as_sent(writer_settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 
@@ -10,15 +11,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
+from realty.model import registry
 from realty.model.features import feature_frame, feature_rows, prepare_features
 from realty.model.hgb_rows import HgbRows
-from realty.model.price_model import HGB_ROWS_MAX, client_example
-from realty_ops.sandbox import real_clean_listings
+from realty.model.price_model import HGB_ROWS_MAX, client_example, log_price_model
+from realty.model.versions import CALIBRATION_ARTIFACT
+from realty_ops.sandbox import ServingProcess, real_clean_listings
 from serving.routes import price
 from serving.schemas import EXAMPLE_LISTING, Listing
 
 CANDIDATES = ("catboost", "hist_gradient_boosting", "baseline_median")
+BEFORE_INTERVALS = "realty-price-before-intervals"
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +140,80 @@ def test_predict_names_the_version_and_matches_the_registered_model(
     )
     prices = [p["price"] for p in body["predictions"]]
     np.testing.assert_allclose(prices, expected, rtol=1e-9)
+    # Each price with its interval, as the registered model's calibration gives it.
+    model = registry.load_price_model("realty-price", version)
+    bounds = model.price_frame(pd.DataFrame(listings), 0.9)
+    assert [p["interval"]["level"] for p in body["predictions"]] == [0.9] * 3
+    np.testing.assert_allclose([p["interval"]["low"] for p in body["predictions"]], bounds.low)
+    np.testing.assert_allclose([p["interval"]["high"] for p in body["predictions"]], bounds.high)
+    assert all(
+        p["interval"]["low"] < p["price"] < p["interval"]["high"] for p in body["predictions"]
+    )
+
+
+def test_the_version_carries_its_calibration_and_its_eval_coverage(production_models) -> None:
+    """Trained by train_and_register on ~3,000 listings: calibrated on its ~600 eval rows."""
+    client = MlflowClient(production_models.settings.mlflow_url)
+    version = client.get_model_version("realty-price", production_models.price_version)
+    coverage = float(version.tags["metric.interval_coverage"])
+    assert 0.85 <= coverage <= 0.95  # 0.9 nominal, +- ~2.5 points on ~600 rows
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["interval_coverage"] == pytest.approx(coverage, rel=1e-5)
+    described = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{CALIBRATION_ARTIFACT}")
+    model = registry.load_price_model("realty-price", version.version)
+    assert described == model.calibration.describe()
+    assert described["rows"] == int(version.tags["eval_rows"]) > 500
+    assert described["min_group_rows"] == 100
+    assert all(rows >= 100 for rows in described["groups"].values())
+
+
+@pytest.fixture(scope="module")
+def version_before_intervals(production_models) -> str:
+    """The production model logged as models were before intervals: no calibration."""
+    settings = production_models.settings
+    model = copy.copy(registry.load_price_model("realty-price", production_models.price_version))
+    del model.__dict__["calibration"]
+    client = MlflowClient(settings.mlflow_url)
+    mlflow.set_experiment(BEFORE_INTERVALS)
+    with mlflow.start_run(run_name="before intervals"):
+        info = log_price_model(model, "model", production_models.listings.head(5))
+    version = registry.register(client, BEFORE_INTERVALS, info, {}, "no calibration").version
+    registry.promote(client, BEFORE_INTERVALS, version)
+    return version
+
+
+def test_a_version_logged_before_intervals_serves_without_them(
+    production_models, version_before_intervals
+) -> None:
+    settings = production_models.settings.model_copy(update={"price_model_name": BEFORE_INTERVALS})
+    with ServingProcess(settings) as server:
+        predicted = httpx.post(
+            f"{server.url}/v1/price/predict", json={"listings": [EXAMPLE_LISTING]}
+        ).json()
+        explained = httpx.post(
+            f"{server.url}/v1/price/explain", json={"listing": EXAMPLE_LISTING}, timeout=60
+        ).json()
+    assert predicted["model"]["version"] == version_before_intervals
+    assert predicted["predictions"][0]["interval"] is None
+    assert predicted["predictions"][0]["price"] > 0
+    assert explained["interval"] is None and explained["price"] > 0
+
+
+def test_the_interval_level_is_a_setting(production_models) -> None:
+    listings = [EXAMPLE_LISTING, {"status": "sold", "state": "Atlantis", "city": "x"}]
+    model = registry.load_price_model("realty-price", production_models.price_version)
+    with ServingProcess(production_models.settings, REALTY_PRICE_INTERVAL_LEVEL="0.5") as server:
+        predicted = httpx.post(f"{server.url}/v1/price/predict", json={"listings": listings})
+        explained = httpx.post(
+            f"{server.url}/v1/price/explain", json={"listing": EXAMPLE_LISTING}, timeout=60
+        )
+    half, ninety = model.price_rows(listings, 0.5), model.price_rows(listings, 0.9)
+    intervals = [p["interval"] for p in predicted.json()["predictions"]]
+    assert [i["level"] for i in intervals] == [0.5, 0.5]
+    np.testing.assert_allclose([i["low"] for i in intervals], half.low)
+    np.testing.assert_allclose([i["high"] for i in intervals], half.high)
+    assert (half.high < ninety.high).all() and (half.low > ninety.low).all()
+    assert explained.json()["interval"]["high"] == pytest.approx(half.high[0])
 
 
 def test_unknown_places_and_missing_fields_still_get_a_price(serving_server) -> None:
@@ -193,6 +272,8 @@ def test_explain_adds_up_to_the_price_of_the_same_version(
     assert abs(shap[0]) == max(abs(s) for s in shap)
     assert body["log_price"] == pytest.approx(body["base_value"] + sum(shap), abs=1e-9)
     assert math.log(body["price"]) == pytest.approx(body["log_price"], abs=1e-4)
+    assert body["interval"]["level"] == 0.9
+    assert body["interval"]["low"] < body["price"] < body["interval"]["high"]
     features = {c["feature"]: c["value"] for c in body["contributions"]}
     assert features["state"] == "Massachusetts"
     assert features["zip_code"] == "02134"

@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ORANGES = SHARED / "data" / "images" / "oranges.jpg"
 DIGIT = SHARED / "data" / "images" / "digit2.jpg"  # an 8
 PRICE = re.compile(r"Predicted price: \$([\d,]+)")
+INTERVAL = re.compile(r"90% interval: \$([\d,]+) to \$([\d,]+)")  # as inner_text reads it
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,8 @@ def test_price_form_gives_a_dollar_price_and_the_production_version(
     assert price, answer
     assert 10_000 < int(price.group(1).replace(",", "")) < 10_000_000
     assert f"realty-price version {production_models.price_version}" in answer
+    low, high = (int(v.replace(",", "")) for v in INTERVAL.search(answer).groups())
+    assert low < int(price.group(1).replace(",", "")) < high
     expect(page.get_by_label("Lot")).to_have_value("")  # left empty, sent as unknown
     # the SHAP chart of this prediction is drawn
     page.locator("#price-chart img").wait_for()

@@ -81,6 +81,13 @@ def test_price_markdown_names_the_version_and_the_real_price() -> None:
     assert "Predicted price: $200,000" in text
     assert "$250,000" in text and "realty-price version 7" in text
     assert "real listing" not in formatting.price_markdown(2e5, model, None)
+    assert "interval" not in text  # a version without intervals
+
+
+def test_price_markdown_shows_the_interval() -> None:
+    interval = {"level": 0.9, "low": 151_234.4, "high": 289_999.6}
+    text = formatting.price_markdown(2e5, {"name": "realty-price", "version": "7"}, None, interval)
+    assert "90% interval: **$151,234 to $290,000**" in text
 
 
 def version(number: int, **tags: str) -> ModelVersion:

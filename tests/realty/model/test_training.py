@@ -212,8 +212,15 @@ def test_every_candidate_is_trained_scored_and_sorted_best_first(trained) -> Non
     assert maes == sorted(maes)
     assert results[-1].name == "baseline_median"  # the learners beat it on learnable data
     for result in results:
-        assert set(result.metrics) == {"mae_log", "rmse_log", "r2_log", "mae_usd", "rmse_usd"}
+        assert set(result.metrics) == {
+            "mae_log", "rmse_log", "r2_log", "mae_usd", "rmse_usd",
+            "interval_coverage", "interval_half_width_log",
+        }  # fmt: skip
         assert isinstance(result.model, PriceModel)
+        # Calibrated on the eval split: ~500 rows, so the cross-fit coverage is 0.9 +- ~0.03.
+        assert result.model.calibration.rows == len(eval_)
+        assert 0.85 <= result.metrics["interval_coverage"] <= 0.95
+        assert 0 < result.metrics["interval_half_width_log"] < 3
         assert result.eval_rows == len(eval_) and result.train_rows > 1_500
         assert result.train_seconds >= 0
         assert set(result.feature_importances) == set(FEATURE_COLUMNS)
@@ -281,6 +288,13 @@ def test_the_logged_model_predicts_what_the_trained_one_does(tmp_path, trained) 
             info = log_price_model(model, "price_model", input_example=raw.head(3))
         loaded = mlflow.pyfunc.load_model(info.model_uri)
         np.testing.assert_allclose(loaded.predict(raw), model.predict(None, raw), rtol=1e-9)
+        # The intervals' calibration travels inside the logged model.
+        unwrapped = loaded.unwrap_python_model()
+        rows = raw.to_dict("records")
+        again, expected = unwrapped.price_rows(rows, 0.9), model.price_rows(rows, 0.9)
+        np.testing.assert_allclose(again.low, expected.low, rtol=1e-12)
+        np.testing.assert_allclose(again.high, expected.high, rtol=1e-12)
+        assert (again.low < again.price).all() and (again.price < again.high).all()
         # Through MLflow's schema enforcement too: text values and missing optional fields.
         partial = raw.drop(columns=["street", "acre_lot"])
         as_text = partial.astype(str)

@@ -1,0 +1,149 @@
+"""Held-out coverage of the price intervals: do 90% intervals cover 90% of later listings?
+
+``../shared/data/realtor/realtor_sample.csv.gz`` is cut into the 10 slices the simulator serves
+(``source.csv_slices``) and each is cleaned by the platform's rules (``clean_batch``; a listing
+an earlier batch delivered is dropped, as CLEAN does), in this process: no servers, as this
+measures the model, not the loop. For each batch k from
+``--first`` on, the candidates are trained on batches 1..k the way the loop trains them
+(``split_for_training``: a fifth of every batch held out as the eval split) and the best one,
+calibrated on its eval split, prices batch k + 1, which no model of that step saw: the share
+of those listings whose real price lies in its interval is the realized coverage. Beside it:
+the same intervals without Mondrian groups (one pooled quantile), the candidate's cross-fit
+coverage on its eval split (what its version records), and per-state coverage.
+
+    python bench/intervals.py [--level 0.9] [--first 1] [--candidates catboost] [--iterations 500]
+
+Writes bench/results/intervals.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from realty.ingest.cleaning import clean_batch
+from realty.model.intervals import IntervalTable, covered
+from realty.model.price_model import INTERVAL_GROUP
+from realty.model.training import TrainingBudget, split_for_training, train_candidates
+from realty.schema import LISTING_COLUMNS
+from source.csv_slices import CsvSlices
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "intervals.json"
+SAMPLE = REPO.parent / "shared" / "data" / "realtor" / "realtor_sample.csv.gz"
+BATCHES = 10  # the simulator's default
+MIN_STATE_ROWS = 300  # held-out rows a state needs for its own line in the results
+
+
+def clean_batches(csv: Path) -> pd.DataFrame:
+    """The clean listings of every slice, with ``batch_key`` b001..b010 in delivery order."""
+    slices, frames, delivered = CsvSlices(csv, BATCHES), [], set()
+    for number in range(1, BATCHES + 1):
+        raw = pd.DataFrame(slices.rows(number), columns=list(LISTING_COLUMNS))
+        raw.insert(0, "row_index", range(len(raw)))
+        clean = clean_batch(raw).clean
+        clean = clean[~clean["row_hash"].isin(delivered)]
+        delivered.update(clean["row_hash"])
+        frames.append(clean.assign(batch_key=f"b{number:03d}"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def step(
+    listings: pd.DataFrame, keys: list[str], k: int, level: float, args: argparse.Namespace
+) -> tuple[dict, pd.DataFrame]:
+    """Train on batches 1..k, measure on batch k + 1: the step's figures and its held-out rows
+    (state, covered, covered by the pooled quantile alone) for the overall figures."""
+    seen = listings[listings["batch_key"].isin(keys[:k])]
+    train, evaluation = split_for_training(seen, keys[k - 1], 0.2, seed=0)
+    budget = TrainingBudget(iterations=args.iterations, max_seconds=args.max_seconds)
+    started = time.perf_counter()
+    best = train_candidates(train, evaluation, budget, args.candidates, interval_level=level)[0]
+    seconds = time.perf_counter() - started
+    held_out = listings[listings["batch_key"] == keys[k]]
+    priced = best.model.price_frame(held_out, level)
+    groups = best.model.features(held_out)[INTERVAL_GROUP].tolist()
+    price = held_out["price"].to_numpy("float64")
+    log_true, log_pred = np.log(price), np.log(priced.price)
+    table = best.model.interval_table(level)
+    pooled_only = IntervalTable(level, table.pooled, {})
+    rows = pd.DataFrame(
+        {
+            "state": groups,
+            "covered": (priced.low <= price) & (price <= priced.high),
+            "covered_pooled": covered(pooled_only, groups, log_true, log_pred),
+        }
+    )
+    figures = {
+        "trained_on": f"{keys[0]}..{keys[k - 1]}",
+        "held_out": keys[k],
+        "candidate": best.name,
+        "train_rows": len(train),
+        "eval_rows": len(evaluation),
+        "held_out_rows": len(held_out),
+        "train_seconds": round(seconds, 1),
+        "eval_cross_fit_coverage": round(best.metrics["interval_coverage"], 4),
+        "coverage": round(float(rows["covered"].mean()), 4),
+        "coverage_pooled_only": round(float(rows["covered_pooled"].mean()), 4),
+        "share_with_own_state_quantile": round(
+            float(np.mean([group in table.by_group for group in groups])), 4
+        ),
+        "mean_half_width_log": round(float(table.half_widths(groups).mean()), 4),
+        "mae_log": round(float(np.abs(log_true - log_pred).mean()), 4),
+    }
+    return figures, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--csv", type=Path, default=SAMPLE)
+    parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--first", type=int, default=1, help="the first k trained on 1..k")
+    parser.add_argument("--candidates", nargs="+", default=["catboost"])
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    args = parser.parse_args()
+
+    listings = clean_batches(args.csv)
+    keys = sorted(listings["batch_key"].unique())
+    steps, rows = [], []
+    for k in range(args.first, len(keys)):
+        figures, held_out = step(listings, keys, k, args.level, args)
+        steps.append(figures)
+        rows.append(held_out)
+        print(json.dumps(figures), flush=True)
+    every = pd.concat(rows, ignore_index=True)
+    by_state = every.groupby("state")["covered"].agg(["mean", "size"])
+    by_state = by_state[by_state["size"] >= MIN_STATE_ROWS].sort_values("size", ascending=False)
+    result = {
+        "source": args.csv.name,
+        "clean_rows": len(listings),
+        "batches": len(keys),
+        "candidates": args.candidates,
+        "iterations": args.iterations,
+        "coverage_nominal": args.level,
+        "held_out_rows": len(every),
+        "coverage_realized": round(float(every["covered"].mean()), 4),
+        "coverage_per_step": {
+            "median": float(np.median([s["coverage"] for s in steps])),
+            "min": min(s["coverage"] for s in steps),
+            "max": max(s["coverage"] for s in steps),
+        },
+        "coverage_realized_pooled_only": round(float(every["covered_pooled"].mean()), 4),
+        "coverage_by_state": {
+            state: {"coverage": round(float(row["mean"]), 4), "rows": int(row["size"])}
+            for state, row in by_state.iterrows()
+        },
+        "steps": steps,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
