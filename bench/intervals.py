@@ -9,9 +9,12 @@ measures the model, not the loop. For each batch k from
 calibrated on its eval split, prices batch k + 1, which no model of that step saw: the share
 of those listings whose real price lies in its interval is the realized coverage. Beside it:
 the same intervals without Mondrian groups (one pooled quantile), the candidate's cross-fit
-coverage on its eval split (what its version records), and per-state coverage.
+coverage on its eval split (what its version records), and per-state coverage. The control,
+``random_holdout``: a random fifth of all listings held out and the model trained on the rest,
+so the held-out rows are exchangeable with the eval split, which a later batch of this
+state-ordered file is not.
 
-    python bench/intervals.py [--level 0.9] [--first 1] [--candidates catboost] [--iterations 500]
+    python bench/intervals.py [--level 0.9] [--first 1] [--candidates catboost] [--iterations 300]
 
 Writes bench/results/intervals.json.
 """
@@ -53,23 +56,32 @@ def clean_batches(csv: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def step(
-    listings: pd.DataFrame, keys: list[str], k: int, level: float, args: argparse.Namespace
-) -> tuple[dict, pd.DataFrame]:
-    """Train on batches 1..k, measure on batch k + 1: the step's figures and its held-out rows
-    (state, covered, covered by the pooled quantile alone) for the overall figures."""
-    seen = listings[listings["batch_key"].isin(keys[:k])]
-    train, evaluation = split_for_training(seen, keys[k - 1], 0.2, seed=0)
+def fit(seen: pd.DataFrame, newest: str, level: float, args: argparse.Namespace) -> dict:
+    """The best candidate trained on ``seen`` as the loop trains (eval split: a fifth of every
+    batch, ``newest`` included), calibrated on its eval split."""
+    train, evaluation = split_for_training(seen, newest, 0.2, seed=0)
     budget = TrainingBudget(iterations=args.iterations, max_seconds=args.max_seconds)
     started = time.perf_counter()
     best = train_candidates(train, evaluation, budget, args.candidates, interval_level=level)[0]
-    seconds = time.perf_counter() - started
-    held_out = listings[listings["batch_key"] == keys[k]]
-    priced = best.model.price_frame(held_out, level)
-    groups = best.model.features(held_out)[INTERVAL_GROUP].tolist()
+    return {
+        "model": best.model,
+        "candidate": best.name,
+        "train_rows": len(train),
+        "eval_rows": len(evaluation),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "eval_cross_fit_coverage": round(best.metrics["interval_coverage"], 4),
+    }
+
+
+def measure(fitted: dict, held_out: pd.DataFrame, level: float) -> tuple[dict, pd.DataFrame]:
+    """``fitted``'s intervals on ``held_out``: the figures, and per row (state, covered,
+    covered by the pooled quantile alone) for the overall figures."""
+    model = fitted.pop("model")
+    priced = model.price_frame(held_out, level)
+    groups = model.features(held_out)[INTERVAL_GROUP].tolist()
     price = held_out["price"].to_numpy("float64")
     log_true, log_pred = np.log(price), np.log(priced.price)
-    table = best.model.interval_table(level)
+    table = model.interval_table(level)
     pooled_only = IntervalTable(level, table.pooled, {})
     rows = pd.DataFrame(
         {
@@ -79,14 +91,8 @@ def step(
         }
     )
     figures = {
-        "trained_on": f"{keys[0]}..{keys[k - 1]}",
-        "held_out": keys[k],
-        "candidate": best.name,
-        "train_rows": len(train),
-        "eval_rows": len(evaluation),
+        **fitted,
         "held_out_rows": len(held_out),
-        "train_seconds": round(seconds, 1),
-        "eval_cross_fit_coverage": round(best.metrics["interval_coverage"], 4),
         "coverage": round(float(rows["covered"].mean()), 4),
         "coverage_pooled_only": round(float(rows["covered_pooled"].mean()), 4),
         "share_with_own_state_quantile": round(
@@ -98,24 +104,46 @@ def step(
     return figures, rows
 
 
+def next_batch(
+    listings: pd.DataFrame, keys: list[str], k: int, level: float, args: argparse.Namespace
+) -> tuple[dict, pd.DataFrame]:
+    """Train on batches 1..k, measure on batch k + 1."""
+    fitted = fit(listings[listings["batch_key"].isin(keys[:k])], keys[k - 1], level, args)
+    figures, rows = measure(fitted, listings[listings["batch_key"] == keys[k]], level)
+    return {"trained_on": f"{keys[0]}..{keys[k - 1]}", "held_out": keys[k], **figures}, rows
+
+
+def random_holdout(
+    listings: pd.DataFrame, keys: list[str], level: float, args: argparse.Namespace
+) -> dict:
+    """The control: a random fifth of every listing held out (exchangeable with the eval
+    split, unlike a later batch), the model trained on the rest of every batch."""
+    held_out = listings.sample(frac=0.2, random_state=0)
+    rest = listings.drop(held_out.index)
+    figures, _ = measure(fit(rest, keys[-1], level, args), held_out, level)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--csv", type=Path, default=SAMPLE)
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--first", type=int, default=1, help="the first k trained on 1..k")
     parser.add_argument("--candidates", nargs="+", default=["catboost"])
-    parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args()
 
     listings = clean_batches(args.csv)
     keys = sorted(listings["batch_key"].unique())
     steps, rows = [], []
     for k in range(args.first, len(keys)):
-        figures, held_out = step(listings, keys, k, args.level, args)
+        figures, held_out = next_batch(listings, keys, k, args.level, args)
         steps.append(figures)
         rows.append(held_out)
         print(json.dumps(figures), flush=True)
+    control = random_holdout(listings, keys, args.level, args)
+    print(json.dumps({"random_holdout": control}), flush=True)
     every = pd.concat(rows, ignore_index=True)
     by_state = every.groupby("state")["covered"].agg(["mean", "size"])
     by_state = by_state[by_state["size"] >= MIN_STATE_ROWS].sort_values("size", ascending=False)
@@ -139,6 +167,7 @@ def main() -> None:
             for state, row in by_state.iterrows()
         },
         "steps": steps,
+        "random_holdout": control,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
