@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve bench-faults clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve bench-faults bench-intervals clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -69,6 +69,9 @@ bench-serve: install
 
 bench-faults: install
 	$(VENV)/bin/python bench/faults.py
+
+bench-intervals: install
+	$(VENV)/bin/python bench/intervals.py
 
 clean:
 	rm -rf $(VENV) .tools

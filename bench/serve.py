@@ -15,7 +15,8 @@ It starts PostgreSQL and MLflow in a temporary home and registers a version trai
 learning loop's ``train_and_register`` on ``--rows`` real listings (the best candidate wins, as
 in the loop). With ``--running`` it uses the stack the ``REALTY_*`` settings point at (``realty
 up``) and its ``production`` version instead.
-The "detect" key comes from ``bench/detect.py`` (``/v1/detect`` vs a raw ``cv2.dnn`` forward).
+"interval_cost" is what the intervals add to one listing's prediction, timed in process. The
+"detect" key comes from ``bench/detect.py`` (``/v1/detect`` vs a raw ``cv2.dnn`` forward).
 Writes bench/results/serve.json.
 """
 
@@ -28,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,8 +38,9 @@ import numpy as np
 from mlflow import MlflowClient
 from raw_http import json_request, read_response  # bench/raw_http.py, next to this script
 
+from realty.model.intervals import DEFAULT_LEVEL
 from realty.model.price_model import client_example
-from realty.model.registry import PRODUCTION, version_by_alias
+from realty.model.registry import PRODUCTION, load_price_model, version_by_alias
 from realty.settings import Settings, get_settings
 from realty_ops.sandbox import (
     ServingProcess,
@@ -146,6 +149,29 @@ def same_prices(realty_url: str, mlflow_port: int, listing: dict) -> tuple[dict,
     return ours["predictions"][0], theirs["predictions"][0]
 
 
+def interval_cost(settings: Settings, version: str, listings: list[dict]) -> dict:
+    """What the intervals add to a one-listing prediction, in this process: per listing the
+    fastest of 20 calls of ``predict_rows`` and of ``price_rows`` (the fastest, so the figure
+    is the code's cost and not the machine's load), medians over the listings, microseconds."""
+    model = load_price_model(settings.price_model_name, version)
+    model.price_rows(listings[:1], DEFAULT_LEVEL)  # the level's half-width table
+
+    def fastest(call: Callable[[list[dict]], object], listing: dict) -> float:
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            call([listing])
+            times.append(time.perf_counter() - started)
+        return min(times) * 1e6
+
+    prices = [fastest(model.predict_rows, listing) for listing in listings]
+    intervals = [fastest(lambda rows: model.price_rows(rows, DEFAULT_LEVEL), x) for x in listings]
+    return {
+        "predict_rows_us": round(float(np.median(prices)), 1),
+        "price_rows_us": round(float(np.median(intervals)), 1),
+    }
+
+
 def detect_numbers(url: str) -> dict:
     try:
         from detect import measure_detect  # bench/detect.py, next to this script
@@ -186,6 +212,7 @@ def bench(settings: Settings, version: str, seconds: float, rounds: int) -> dict
         report["realty"]["c16"]["rps"] / report["mlflow"]["c16"]["rps"], 2
     )
     report["detect"] = detect
+    report["interval_cost"] = interval_cost(settings, version, listings)
     report["setup"] = {
         "model": f"{settings.price_model_name} v{version}",
         "candidate": MlflowClient(settings.mlflow_url)
