@@ -1,14 +1,23 @@
-"""Fault benchmark: how the stack takes what the issue of hardening throws at it.
+"""Fault injection against the real platform (issue 14), one section per kind of fault; the
+keys of every section run go into bench/results/faults.json.
 
-Kills: `realty up` in a temporary home on free ports; once every service answers, each one in
-turn (PostgreSQL last) gets SIGKILL and the clock runs until the supervisor has it answering
-its readiness probe again (and, after PostgreSQL, until every service does). Target: every
-kill restarted within 30 s.
+    python bench/faults.py [--section bad_inputs] [--rounds 5] [--concurrency 16]
 
-Writes ``bench/results/faults.json`` (``kills``, ``restarted``, ``max_restart_seconds`` and the
-seconds per service, plus the load average around the run).
+Sections (each starts what it needs and returns its keys; add one to SECTIONS):
 
-    python bench/faults.py
+- ``kills``: `realty up` in a temporary home on free ports; once every service answers, each
+  one in turn (PostgreSQL last) gets SIGKILL and the clock runs until the supervisor has it
+  answering its readiness probe again (and, after PostgreSQL, until every service does). Keys:
+  ``kills``, ``restarted``, ``max_restart_seconds`` and the seconds per service. Target: every
+  kill restarted within 30 s.
+- ``bad_inputs``: PostgreSQL and MLflow in a temporary home, a price version and the digits
+  model registered (serving.sandbox, as the serving tests do), ``realty serve`` with its
+  default limits and an admin token. Every hostile request of ``serving.hostile`` is sent
+  once alone (its latency timed), then ``--rounds`` times all at once from ``--concurrency``
+  threads while the serving process's RSS is sampled every 20 ms. Keys: ``bad_inputs``,
+  ``bad_inputs_4xx``, ``server_errors`` (5xx or no answer), ``peak_serving_rss_mb``, and
+  beside them the slowest single answer and whether the process is still alive.
+  Targets: every bad input a 4xx, 0 server errors, RSS under 1.5 GB, each answer within 1 s.
 """
 
 from __future__ import annotations
@@ -18,9 +27,26 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from realty.perf import RssSampler
+from realty.sandbox import temporary_stack
+from serving.hostile import HostileRequest, hostile_requests
+from serving.sandbox import (
+    ServingProcess,
+    real_clean_listings,
+    register_digits_model,
+    register_price_model,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "faults.json"
+ADMIN_TOKEN = "bench-faults-token"
 # PostgreSQL last: the services on it may fail while it is away, and must come back too.
 KILL_ORDER = (
     "mlflow", "source", "dagster-webserver", "dagster-daemon", "serving", "ui", "postgres"
@@ -61,18 +87,77 @@ def kill_section() -> dict[str, object]:
     }
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
-    load_before = os.getloadavg()[0]
-    result = {
-        **kill_section(),
-        "restart_target_seconds": RESTART_TARGET_S,
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "cores": len(os.sched_getaffinity(0)),
+def answer(client: httpx.Client, case: HostileRequest) -> tuple[int | None, float]:
+    """The status of one hostile request (None: no answer) and its seconds."""
+    started = time.perf_counter()
+    try:
+        status: int | None = case.send(client).status_code
+    except httpx.HTTPError:
+        status = None
+    return status, time.perf_counter() - started
+
+
+def attack(serving: ServingProcess, rounds: int, concurrency: int) -> dict[str, Any]:
+    """Every hostile case alone, then ``rounds`` of all of them in parallel."""
+    settings = serving.settings
+    cases = hostile_requests(settings.serving_max_body_bytes, settings.vision_max_upload_bytes)
+    pid = serving.process.pid
+    limits = httpx.Limits(max_connections=concurrency)
+    with httpx.Client(base_url=serving.url, timeout=60, limits=limits) as client:
+        with RssSampler(pid) as sampler:
+            alone = [(case, *answer(client, case)) for case in cases]
+            with ThreadPoolExecutor(concurrency) as pool:
+                flood = list(pool.map(lambda case: (case, *answer(client, case)), cases * rounds))
+        alive = psutil.pid_exists(pid) and client.get("/health").status_code == 200
+    results = alone + flood
+    statuses = [status for _, status, _ in results]
+    # Under load an image request may be told to come back (429): a 4xx all the same.
+    wrong = {f"{case.name}: {s}" for case, s, _ in results if s not in (case.expected, 429)}
+    slowest, _, slowest_s = max(alone, key=lambda result: result[2])
+    return {
+        "bad_inputs": len(statuses),
+        "bad_inputs_4xx": sum(1 for s in statuses if s is not None and 400 <= s < 500),
+        "server_errors": sum(1 for s in statuses if s is None or s >= 500),
+        "peak_serving_rss_mb": round(sampler.peak_mb, 1),
+        "serving_rss_before_mb": round(sampler.start_mb, 1),
+        "bad_input_kinds": len(cases),
+        "bad_inputs_429": statuses.count(429),
+        "bad_inputs_unexpected": sorted(wrong),
+        "slowest_bad_input": slowest.name,
+        "slowest_bad_input_seconds": round(slowest_s, 3),
+        "serving_alive": alive,
     }
+
+
+def bad_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    with temporary_stack(("postgres", "mlflow"), prefix="realty-bench-faults-") as settings:
+        register_price_model(settings, real_clean_listings(3_000))
+        register_digits_model(settings)
+        with ServingProcess(settings, REALTY_SERVING_ADMIN_TOKEN=ADMIN_TOKEN) as serving:
+            return attack(serving, args.rounds, args.concurrency)
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "kills": lambda args: {**kill_section(), "restart_target_seconds": RESTART_TARGET_S},
+    "bad_inputs": bad_inputs,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=sorted(SECTIONS), action="append")
+    parser.add_argument("--rounds", type=int, default=5, help="bad_inputs: parallel rounds")
+    parser.add_argument("--concurrency", type=int, default=16, help="bad_inputs: threads")
+    args = parser.parse_args()
+
+    # A section run alone keeps the keys the others wrote last time.
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.section or SECTIONS:
+        report.update(SECTIONS[name](args))
+    report["setup"] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

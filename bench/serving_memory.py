@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 
 from realty.model.price_model import client_example
+from realty.perf import RssSampler
 from realty_ops.sandbox import (
     ServingProcess,
     real_clean_listings,
@@ -32,37 +31,19 @@ from realty_ops.sandbox import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving_memory.json"
-MB = 1024 * 1024
-
-
-def rss_mb(process: psutil.Process) -> float:
-    """The process and its children (uvicorn may fork), in MB."""
-    tree = [process, *process.children(recursive=True)]
-    return sum(p.memory_info().rss for p in tree) / MB
 
 
 def measure(url: str, pid: int, listings: list[dict], requests: int) -> dict:
-    process = psutil.Process(pid)
-    idle = rss_mb(process)
-    peak = idle
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.05):
-            peak = max(peak, rss_mb(process))
-
     def send(i: int) -> None:
         body = {"listings": [listings[i % len(listings)]]}
         httpx.post(f"{url}/v1/price/predict", json=body, timeout=30).raise_for_status()
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with RssSampler(pid, interval_s=0.05) as sampler, ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(send, range(requests)))
-    done.set()
-    sampler.join()
-    return {"rss_after_start_mb": round(idle, 1), "rss_peak_mb": round(peak, 1)}
+    return {
+        "rss_after_start_mb": round(sampler.start_mb, 1),
+        "rss_peak_mb": round(sampler.peak_mb, 1),
+    }
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import binascii
 import io
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,22 @@ INK_THRESHOLD = 0.2
 """Share of the stretched intensity range above which a pixel counts as ink for the crop."""
 
 ImageInput = np.ndarray | Image.Image | bytes | bytearray | memoryview
+
+MAX_PIXELS = 400_000
+"""Default budget of a decoded client image (REALTY_DIGITS_MAX_PIXELS, what serving passes):
+decoding cost grows with pixels, and 37 KB of PNG can hold 13000x13000 of them."""
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+JPEG_REDUCTIONS = (1, 2, 4, 8)  # the scales a JPEG decoder can decode at directly
+
+
+class ImageTooLarge(ValueError):
+    """A client image with more pixels than the budget, refused before it is decoded."""
+
+    def __init__(self, what: str, pixels: int, max_pixels: int) -> None:
+        super().__init__(
+            f"the {what} has {pixels:,} pixels; the limit is {max_pixels:,} "
+            f"(the model reads 8x8: send a smaller picture)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,13 +147,14 @@ _DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),", re.IGNO
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def decode_base64_image(text: str | bytes) -> np.ndarray:
+def decode_base64_image(text: str | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode base64 (raw or a ``data:`` URL) into a pixel array.
 
     The payload may be an image file (PNG, JPEG, BMP, GIF, WebP, TIFF: returned as uint8
     HxW, HxWx2/3/4 or uint16 HxW as decoded), a ``.npy`` array, a JSON array of numbers, or
     64 raw pixel values (64 bytes as uint8; 256 bytes as float32/int32; 512 bytes as
-    float64/int64). Anything else raises ``ValueError`` saying what was wrong.
+    float64/int64). Anything else raises ``ValueError`` saying what was wrong; more than
+    ``max_pixels`` values raise ``ImageTooLarge`` (a ``ValueError``) before they are decoded.
     """
     if isinstance(text, bytes | bytearray):
         try:
@@ -160,28 +178,34 @@ def decode_base64_image(text: str | bytes) -> np.ndarray:
         raw = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not valid base64: {exc}") from exc
-    return decode_image_bytes(raw)
+    return decode_image_bytes(raw, max_pixels)
 
 
-def decode_image_bytes(raw: bytes | bytearray | memoryview) -> np.ndarray:
-    """Pixel array from image file bytes, ``.npy`` bytes, JSON array text or 64 raw values."""
+def decode_image_bytes(
+    raw: bytes | bytearray | memoryview, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Pixel array from image file bytes, ``.npy`` bytes, JSON array text or 64 raw values
+    (at most ``max_pixels`` values, checked from the header before decoding)."""
     raw = bytes(raw)
     if not raw:
         raise ValueError("empty image: no bytes")
     if raw.startswith(_NPY_MAGIC):
         try:
-            return _checked(np.load(io.BytesIO(raw), allow_pickle=False))
+            _check_npy_size(raw, max_pixels)
+            return _checked(np.load(io.BytesIO(raw), allow_pickle=False), max_pixels)
         except ValueError:
             raise
         except Exception as exc:
             raise ValueError(f"broken .npy array: {exc}") from exc
-    image = _open_image(raw)
+    image = _open_image(raw, max_pixels)
     if image is not None:
         return _image_array(image)
     if raw.lstrip()[:1] == b"[":
         try:
-            return _checked(np.asarray(json.loads(raw), dtype=float))
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            return _checked(np.asarray(json.loads(raw), dtype=float), max_pixels)
+        except ImageTooLarge:
+            raise
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"not an image and not a JSON array of numbers: {exc}") from exc
     array = _raw_pixels(raw)
     if array is not None:
@@ -192,13 +216,33 @@ def decode_image_bytes(raw: bytes | bytearray | memoryview) -> np.ndarray:
     )
 
 
-def _open_image(raw: bytes) -> Image.Image | None:
+def _check_npy_size(raw: bytes, max_pixels: int) -> None:
+    """The shape in a ``.npy`` header, checked before ``np.load`` allocates it."""
+    stream = io.BytesIO(raw)
+    version = np.lib.format.read_magic(stream)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in readers:
+        raise ValueError(f"broken .npy array: unsupported format version {version}")
+    shape = readers[version](stream)[0]
+    if math.prod(shape) > max_pixels:
+        raise ImageTooLarge(f".npy array of shape {shape}", math.prod(shape), max_pixels)
+
+
+def _open_image(raw: bytes, max_pixels: int) -> Image.Image | None:
+    """The image file in ``raw`` decoded (None if it is none), its size checked first."""
     try:
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"image too large: {exc}") from exc
+        raise ImageTooLarge("image", _bomb_pixels(exc), max_pixels) from exc
     except (OSError, ValueError, SyntaxError):
         return None
+    _reduce_jpeg(image, max_pixels)
+    if image.width * image.height > max_pixels:
+        what = f"{image.width}x{image.height} {image.format} image"
+        raise ImageTooLarge(what, image.width * image.height, max_pixels)
     try:
         image.load()
     except Image.DecompressionBombError as exc:
@@ -206,6 +250,23 @@ def _open_image(raw: bytes) -> Image.Image | None:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"broken {image.format or 'image'} file: {exc}") from exc
     return image
+
+
+def _bomb_pixels(error: Image.DecompressionBombError) -> int:
+    """The pixel count in Pillow's message ("Image size (N pixels) exceeds ...")."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else 0
+
+
+def _reduce_jpeg(image: Image.Image, max_pixels: int) -> None:
+    """A JPEG over the budget is decoded at 1/2, 1/4 or 1/8 of its size (the least reduction
+    that fits), which costs less than decoding it whole: a phone photo of a digit still reads."""
+    if image.format != "JPEG" or image.width * image.height <= max_pixels:
+        return
+    for scale in JPEG_REDUCTIONS:
+        if math.ceil(image.width / scale) * math.ceil(image.height / scale) <= max_pixels:
+            break
+    image.draft(image.mode, (math.ceil(image.width / scale), math.ceil(image.height / scale)))
 
 
 def _image_array(image: Image.Image) -> np.ndarray:
@@ -233,11 +294,13 @@ def _raw_pixels(raw: bytes) -> np.ndarray | None:
     return None
 
 
-def _checked(array: np.ndarray) -> np.ndarray:
+def _checked(array: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise ValueError(f"pixel values must be numbers, got dtype {array.dtype}")
     if array.size == 0:
         raise ValueError("empty pixel array")
+    if array.size > max_pixels:
+        raise ImageTooLarge(f"array of shape {array.shape}", array.size, max_pixels)
     return array
 
 

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     serving_admin_token: str | None = Field(
         None, description="Bearer token of POST /v1/admin/reload; unset = the route is disabled"
     )
+    # Input limits (docs/serving.md): checked before any work, each answers a 4xx saying why.
+    serving_max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=0,
+        description="Largest request body of the JSON routes (bytes; larger = 413 before parsing)",
+    )
+    serving_image_slots: int = Field(
+        2, ge=1, description="Images decoded and run through a model at once (digits and vision)"
+    )
+    serving_image_queue: int = Field(
+        8, ge=0, description="Image requests that may wait for a slot; beyond them 429"
+    )
 
     # Web app (the Gradio UI, `realty ui`; docs/ui.md): a client of serving and MLflow over HTTP.
     ui_port: int = 7860
@@ -129,6 +141,14 @@ class Settings(BaseSettings):
     )
     vision_max_upload_bytes: int = Field(
         10 * 1024 * 1024, description="Larger image uploads answer 413"
+    )
+    vision_max_pixels: int = Field(
+        25_000_000, ge=1, description="Larger images (width x height, from the header) answer 413"
+    )
+    digits_max_pixels: int = Field(
+        400_000,
+        ge=64,
+        description="Larger digit images answer 413 (JPEGs are first reduced while decoding)",
     )
 
     # Inference log (serving/inference_log.py): every answered prediction goes to

@@ -11,12 +11,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from threadpoolctl import threadpool_limits
 
 from realty.settings import Settings, get_settings
 from serving import model_holder as holders
 from serving.batcher import PriceBatcher
 from serving.inference_log import InferenceLogWriter
+from serving.limits import BodyLimitMiddleware, ImageGate, validation_error
 from serving.metrics import (
     MetricsMiddleware,
     ServingMetrics,
@@ -107,9 +109,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the course's clients call as spelled: never redirect one to the other.
         redirect_slashes=False,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
     app.state.metrics = ServingMetrics()
     app.state.metrics.add_collector(lambda: _collect(app))
+    app.state.image_gate = ImageGate.for_settings(settings)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    # Added first, so it runs inside the metrics middleware: refusals are counted too.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.serving_max_body_bytes,
+        max_bytes_by_path=vision_routes.upload_limits(settings),
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
 
     # The routers, one per domain (add yours here).

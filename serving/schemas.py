@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from realty.ingest.cleaning import CleaningRules
 
@@ -28,7 +28,30 @@ EXAMPLE_LISTING = {
 Rooms = Annotated[float | None, Field(ge=0, le=_RULES.max_rooms)]
 
 
-class Listing(BaseModel):
+def storable_text(text: str) -> str:
+    """``text`` if PostgreSQL can store it (the inference log does) and JSON can send it back."""
+    if "\x00" in text:
+        raise ValueError("NUL characters (\\u0000) are not allowed in text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("lone surrogates (\\ud800-\\udfff) are not valid text") from error
+    return text
+
+
+def text(max_length: int) -> Any:
+    """A free-text field: at most ``max_length`` characters, no NUL, valid Unicode."""
+    return Annotated[str, StringConstraints(max_length=max_length), AfterValidator(storable_text)]
+
+
+class RequestBody(BaseModel):
+    """A request body: NaN and Infinity (which Python's JSON parser accepts) are refused in
+    every number, as no listing or image has them."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class Listing(RequestBody):
     """A listing's fields as the data API delivers them (the price is what is predicted).
 
     ``status`` must be one of the known values; every other field may be null or left out.
@@ -42,10 +65,10 @@ class Listing(BaseModel):
     bath: Rooms = None
     acre_lot: float | None = Field(None, ge=0, le=_RULES.max_acre_lot)
     street: float | None = Field(None, ge=0, description="Street id (anonymised)")
-    city: str | None = Field(None, max_length=100)
-    state: str | None = Field(None, max_length=60, description="Full name, e.g. New York")
-    zip_code: str | float | None = Field(
-        None, description="5-digit zip code; a number (601.0) counts as 00601"
+    city: text(100) | None = None
+    state: text(60) | None = Field(None, description="Full name, e.g. New York")
+    zip_code: text(20) | float | None = Field(
+        None, description="5-digit zip code (or ZIP+4); a number (601.0) counts as 00601"
     )
     house_size: float | None = Field(None, ge=0, le=_RULES.max_house_size, description="sq ft")
     prev_sold_date: date | None = Field(None, ge=_RULES.min_sold_date)
@@ -61,12 +84,17 @@ class Listing(BaseModel):
         return values
 
 
+# A base64 image: the body limit (REALTY_SERVING_MAX_BODY_BYTES) is the real bound; this one
+# keeps the schema honest when the body limit is raised.
+IMAGE_MAX_CHARS = 20_000_000
+
+
 class ModelRef(BaseModel):
     name: str = Field(examples=["realty-price"])
     version: str = Field(examples=["3"])
 
 
-class PriceRequest(BaseModel):
+class PriceRequest(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"listings": [EXAMPLE_LISTING]}]})
 
     listings: list[Listing] = Field(min_length=1, max_length=1000)
@@ -95,7 +123,7 @@ class PriceResponse(BaseModel):
     predictions: list[PricePrediction]
 
 
-class ExplainRequest(BaseModel):
+class ExplainRequest(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"listing": EXAMPLE_LISTING}]})
 
     listing: Listing
@@ -117,13 +145,13 @@ class ExplainResponse(BaseModel):
     contributions: list[Contribution] = Field(description="Largest |shap| first")
 
 
-class DigitsRequest(BaseModel):
+class DigitsRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"request_id": "req-1", "image": "iVBORw0KGgo..."}]}
     )
 
-    request_id: str = Field(max_length=200)
-    image: str = Field(
+    request_id: text(200)
+    image: text(IMAGE_MAX_CHARS) = Field(
         min_length=1, description="Base64 of an image file, a .npy array or 64 values"
     )
 
@@ -134,7 +162,7 @@ class DigitsResponse(BaseModel):
     model: ModelRef
 
 
-class CompatDigitsRequest(BaseModel):
+class CompatDigitsRequest(RequestBody):
     """The course clients' body: every field optional so that a missing one gets their 400."""
 
     model_config = ConfigDict(
@@ -143,9 +171,9 @@ class CompatDigitsRequest(BaseModel):
         }
     )
 
-    request_id: str | int | None = None
-    model: str | None = Field(None, description="digits (or the legacy name clf.pickle)")
-    image: str | None = None
+    request_id: text(200) | int | None = None
+    model: text(100) | None = Field(None, description="digits (or the legacy name clf.pickle)")
+    image: text(IMAGE_MAX_CHARS) | None = None
 
 
 class CompatDigitsResponse(BaseModel):
@@ -192,6 +220,13 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     reason: str | None = None
     models: dict[str, ModelHealth]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    missing: dict[str, str] = Field(
+        description="Each required model without a loaded version, and why"
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -38,6 +38,7 @@ from fastapi import (
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from realty.settings import Settings
 from serving.inference_log import InferenceRecord
 from serving.vision.detection import Detection, Detectors, VisionError, decode_image, encode_jpeg
 
@@ -53,6 +54,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(tags=["vision"], lifespan=lifespan)
+
+OBJECT_MAX_CHARS = 100  # the longest COCO class name has 14
+# Room for the multipart framing and the form fields around the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """The body limit of each upload route (every route of this router takes a file)."""
+    limit = settings.vision_max_upload_bytes + FORM_OVERHEAD_BYTES
+    return {route.path: limit for route in router.routes}
 
 
 class VisionModel(StrEnum):
@@ -72,15 +83,21 @@ ImageUpload = Annotated[
 ]
 # /v1 routes take their options as fields of the multipart form, next to the file.
 ModelForm = Annotated[VisionModel, Form(description=MODEL_DOC)]
-ConfidenceForm = Annotated[float, Form(ge=0.0, le=1.0, description=CONFIDENCE_DOC)]
+ConfidenceForm = Annotated[
+    float, Form(ge=0.0, le=1.0, allow_inf_nan=False, description=CONFIDENCE_DOC)
+]
 ObjectForm = Annotated[
-    str | None, Form(alias="object", description=OBJECT_DOC, examples=["orange"])
+    str | None,
+    Form(alias="object", max_length=OBJECT_MAX_CHARS, description=OBJECT_DOC, examples=["orange"]),
 ]
 # The course routes take them in the query string, as their clients send them.
 ModelQuery = Annotated[VisionModel, Query(description=MODEL_DOC)]
-ConfidenceQuery = Annotated[float, Query(ge=0.0, le=1.0, description=CONFIDENCE_DOC)]
+ConfidenceQuery = Annotated[
+    float, Query(ge=0.0, le=1.0, allow_inf_nan=False, description=CONFIDENCE_DOC)
+]
 ObjectQuery = Annotated[
-    str | None, Query(alias="object", description=OBJECT_DOC, examples=["orange"])
+    str | None,
+    Query(alias="object", max_length=OBJECT_MAX_CHARS, description=OBJECT_DOC, examples=["orange"]),
 ]
 
 
@@ -103,6 +120,7 @@ ERRORS = {
     400: {"description": "The image is corrupt or truncated"},
     413: {"description": "The upload is larger than REALTY_VISION_MAX_UPLOAD_BYTES"},
     415: {"description": "The upload is not an image of a supported type"},
+    429: {"description": "Too many images at once (see Retry-After)"},
     503: {"description": "The model's weights are not installed (the message says how)"},
 }
 JPEG_RESPONSES = {
@@ -124,14 +142,14 @@ class Outcome:
 def run_detection(
     detectors: Detectors,
     data: bytes,
-    max_bytes: int,
+    settings: Settings,
     model: str,
     confidence: float,
     object_name: str | None,
     annotate: bool,
 ) -> Outcome:
     """Everything CPU-bound of one request, for the threadpool: decode, detect, draw, encode."""
-    image = decode_image(data, max_bytes)
+    image = decode_image(data, settings.vision_max_upload_bytes, settings.vision_max_pixels)
     detector = detectors.get(model)
     wanted = detector.class_name(object_name) if object_name is not None else None
     detections = detector.detect(image, confidence)
@@ -159,16 +177,17 @@ async def serve_detection(
         raise HTTPException(413, f"the image is {file.size:,} bytes; the limit is {max_bytes:,}")
     data = await file.read(max_bytes + 1)
     try:
-        outcome = await run_in_threadpool(
-            run_detection,
-            request.app.state.detectors,
-            data,
-            max_bytes,
-            model.value,
-            confidence,
-            object_name,
-            annotate,
-        )
+        async with request.app.state.image_gate.slot():
+            outcome = await run_in_threadpool(
+                run_detection,
+                request.app.state.detectors,
+                data,
+                settings,
+                model.value,
+                confidence,
+                object_name,
+                annotate,
+            )
     except VisionError as error:
         raise HTTPException(error.status_code, error.detail) from error
     request.state.model_version = outcome.model_version  # for /metrics

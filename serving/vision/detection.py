@@ -50,8 +50,6 @@ MODEL_FILES = {
 # Formats OpenCV-based detection handles, as Pillow names what it sniffs from the bytes.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 JPEG_END = b"\xff\xd9"  # the end-of-image marker
-# Decoding cost grows with pixels, not bytes: a small file can hold a huge image.
-MAX_PIXELS = 40_000_000
 
 
 class VisionError(Exception):
@@ -139,9 +137,11 @@ class Detection:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels of the uploaded image
 
 
-def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
+def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """The upload as a BGR array, turned upright by its EXIF orientation (as ``cv2.imread``,
-    the course server's decoder, does); its type is sniffed from the bytes, never a file name."""
+    the course server's decoder, does); its type is sniffed from the bytes, never a file name.
+    Decoding cost grows with pixels, not bytes (a small file can hold a huge image): the size
+    is read from the header and checked against ``max_pixels`` before anything is decoded."""
     if len(data) > max_bytes:
         raise ImageTooLarge(f"the image is {len(data):,} bytes; the limit is {max_bytes:,}")
     if not data:
@@ -154,11 +154,11 @@ def decode_image(data: bytes, max_bytes: int) -> np.ndarray:
             "(the type is read from the content, not the file name)"
         ) from error
     except Image.DecompressionBombError as error:
-        raise ImageTooLarge(f"{error} (the limit is {MAX_PIXELS:,} pixels)") from error
+        raise ImageTooLarge(f"{error} (the limit is {max_pixels:,} pixels)") from error
     with image:
-        if image.width * image.height > MAX_PIXELS:
+        if image.width * image.height > max_pixels:
             raise ImageTooLarge(
-                f"the image is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,}"
+                f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels:,}"
             )
         if is_plain_complete_jpeg(image, data):
             # The same pixels as Pillow's path below (tests/serving/test_vision.py), in half the

@@ -72,6 +72,9 @@ class TcpProxy:
 def test_health_models_and_metrics_of_a_healthy_service(serving_server, production_models):
     health = httpx.get(f"{serving_server.url}/health").json()
     assert health["status"] == "ok", health
+    ready = httpx.get(f"{serving_server.url}/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "missing": {}}
     assert health["models"]["realty-price"] == {
         "status": "ok",
         "version": production_models.price_version,
@@ -175,8 +178,14 @@ def test_without_a_production_version_only_the_price_routes_answer_503(productio
         )
         assert response.status_code == 503
         assert "no production version of 'never-registered'" in response.json()["detail"]
-        health = httpx.get(f"{server.url}/health").json()
+        health = httpx.get(f"{server.url}/health")
+        assert health.status_code == 200  # alive: no restart would load a missing model
+        health = health.json()
         assert health["status"] == "degraded"
+        ready = httpx.get(f"{server.url}/ready")
+        assert ready.status_code == 503  # not ready: no traffic until a version is promoted
+        assert ready.json()["ready"] is False
+        assert "never-registered" in ready.json()["missing"]
         assert health["models"]["never-registered"]["status"] == "unavailable"
         assert health["models"]["digits"]["status"] == "ok"
         image = base64.b64encode(DIGIT_EIGHT.read_bytes()).decode()

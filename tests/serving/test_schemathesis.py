@@ -1,21 +1,32 @@
-"""Property-based requests from the OpenAPI schema (schemathesis) to the price, digits and ops
-routes of a real server: whatever is sent, no answer is a 5xx."""
+"""Property-based requests from the OpenAPI schema (schemathesis) to every route of a real
+server: whatever is sent, no answer is a 5xx."""
 
 from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-# The routes of serving.routes.price, .digits and .ops (the vision routes have their own tests).
-ROUTES = r"^/(v1/price/|v1/digits/|v1/models$|v1/admin/|predict/$|health$|metrics$)"
+from serving.main import create_app
+
 EXAMPLES = 25  # per route
+
+
+def app_operations() -> set[str]:
+    """Every operation of the app's OpenAPI schema, as schemathesis labels them."""
+    paths = create_app().openapi()["paths"]
+    return {f"{method.upper()} {path}" for path, methods in paths.items() for method in methods}
+
+
+def allowed_503(response) -> bool:
+    """The one documented 5xx: a YOLO model whose weights this machine lacks (yolov3)."""
+    return response.status_code == 503 and "weights are not installed" in response.text
 
 
 def test_no_input_makes_a_server_error(serving_server) -> None:
     # schemathesis' pytest plugin (from_fixture) does not run on pytest 9; its Python API does.
     schema = schemathesis.openapi.from_url(f"{serving_server.url}/openapi.json")
-    operations = [result.ok() for result in schema.include(path_regex=ROUTES).get_all_operations()]
-    assert len(operations) == 8, [op.label for op in operations]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} == app_operations()
     server_errors: list[str] = []
     for operation in operations:
 
@@ -28,9 +39,9 @@ def test_no_input_makes_a_server_error(serving_server) -> None:
         )
         def no_server_error(case) -> None:
             response = case.call(timeout=60)
-            if response.status_code >= 500:
+            if response.status_code >= 500 and not allowed_503(response):
                 label = case.operation.label
-                server_errors.append(f"{label}: {response.status_code} {response.text}")
+                server_errors.append(f"{label}: {response.status_code} {response.text[:300]}")
 
         no_server_error()
     assert server_errors == []

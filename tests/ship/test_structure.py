@@ -40,6 +40,7 @@ PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim-\w+$")  # exact tags, never m
 UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+$")
 ONE_SHOT = "service_completed_successfully"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
+SERVING_PROBES = {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"}
 
 
 def click_command(program: str) -> Any:
@@ -358,12 +359,21 @@ def test_the_s3_switch_moves_the_artifacts_of_the_embedded_stack(tmp_path: Path)
     assert "compute_logs" not in yaml.safe_load((local.dagster_home / "dagster.yaml").read_text())
 
 
+def serving_paths() -> set[str]:
+    from serving.main import create_app
+
+    return set(create_app().openapi()["paths"])
+
+
 def test_the_kubernetes_manifests_expose_serving_with_probes_and_autoscaling() -> None:
     objects = {(o["kind"], o["metadata"]["name"]): o for o in manifests()}
     serving = objects[("Deployment", "serving")]
     [container] = pod_containers(serving)
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/health"
+    # Liveness: the process answers (a restart would not load a missing model). Readiness:
+    # traffic only once the price model is loaded.
+    probes = {probe: container[probe]["httpGet"]["path"] for probe in SERVING_PROBES}
+    assert probes == SERVING_PROBES
+    assert set(probes.values()) <= serving_paths()
     assert {"requests", "limits"} <= set(container["resources"])
     hpa = objects[("HorizontalPodAutoscaler", "serving")]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "serving"
@@ -371,6 +381,14 @@ def test_the_kubernetes_manifests_expose_serving_with_probes_and_autoscaling() -
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = {Path(p).name for p in kustomization["resources"]}
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_compose_waits_for_a_live_serving_not_a_ready_one() -> None:
+    # The web app, serving's dependent, works (and says why) before any price model exists;
+    # waiting for /ready would keep a fresh stack's web app from ever starting.
+    test = compose()["services"]["serving"]["healthcheck"]["test"]
+    assert test[-1] == "http://127.0.0.1:8000/health"
+    assert "/health" in serving_paths()
 
 
 def test_the_workspace_reaches_the_code_server_in_compose_and_on_the_cluster() -> None:
