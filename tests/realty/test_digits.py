@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,11 +13,13 @@ from PIL import Image
 
 from realty.digits import (
     DigitsResult,
+    ImageTooLarge,
     decode_base64_image,
     decode_image_bytes,
     image_to_digit_features,
     train_digits,
 )
+from serving.hostile import npy_claiming, png_bomb
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +171,25 @@ def test_unusable_pixels_are_value_errors() -> None:
         image_to_digit_features(np.zeros((4, 4, 4, 4)))
     with pytest.raises(ValueError, match="numbers"):
         image_to_digit_features(np.array([["a"] * 8] * 8))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (png_bomb(), "13000x13000 PNG image has 169,000,000 pixels"),
+        (npy_claiming((100_000, 100_000)), "shape (100000, 100000) has 10,000,000,000 pixels"),
+        (json.dumps([[0] * 1000] * 500).encode(), "shape (500, 1000) has 500,000 pixels"),
+    ],
+    ids=["png-bomb", "npy-header", "json-array"],
+)
+def test_more_pixels_than_the_budget_are_refused_before_decoding(payload, message) -> None:
+    with pytest.raises(ImageTooLarge, match=re.escape(message)):
+        decode_image_bytes(payload, max_pixels=400_000)
+
+
+def test_a_large_jpeg_is_decoded_at_the_least_reduction_that_fits(trained: DigitsResult) -> None:
+    photo = photo_of(trained.x_test[0], size=1000, fmt="JPEG")  # 1,000,000 pixels
+    assert decode_image_bytes(photo, max_pixels=400_000).shape == (500, 500)  # 1/2
+    assert decode_image_bytes(photo, max_pixels=100_000).shape == (250, 250)  # 1/4
+    with pytest.raises(ImageTooLarge, match="125x125 JPEG image has 15,625 pixels"):
+        decode_image_bytes(photo, max_pixels=10_000)  # 1/8 is the most a JPEG decoder does
