@@ -11,8 +11,8 @@ Sections (each starts what it needs and returns its keys; add one to SECTIONS):
   ``kills``, ``restarted``, ``max_restart_seconds`` and the seconds per service. Target: every
   kill restarted within 30 s.
 - ``bad_inputs``: PostgreSQL and MLflow in a temporary home, a price version and the digits
-  model registered (serving.sandbox, as the serving tests do), ``realty serve`` with its
-  default limits and an admin token. Every hostile request of ``serving.hostile`` is sent
+  model registered (realty_ops.sandbox, as the serving tests do), ``realty serve`` with its
+  default limits and an admin token. Every hostile request of ``realty_ops.hostile`` is sent
   once alone (its latency timed), then ``--rounds`` times all at once from ``--concurrency``
   threads while the serving process's RSS is sampled every 20 ms. Keys: ``bad_inputs``,
   ``bad_inputs_4xx``, ``server_errors`` (5xx or no answer), ``peak_serving_rss_mb``, and
@@ -35,14 +35,14 @@ from typing import Any
 import httpx
 import psutil
 
-from realty.perf import RssSampler
-from realty.sandbox import temporary_stack
-from serving.hostile import HostileRequest, hostile_requests
-from serving.sandbox import (
+from realty_ops.hostile import HostileRequest, hostile_requests
+from realty_ops.memory import RssSampler
+from realty_ops.sandbox import (
     ServingProcess,
     real_clean_listings,
     register_digits_model,
     register_price_model,
+    temporary_stack,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "faults.json"

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from realty.model.price_model import client_example
-from realty.perf import RssSampler
+from realty_ops.memory import RssSampler
 from realty_ops.sandbox import (
     ServingProcess,
     real_clean_listings,

@@ -19,7 +19,7 @@ from realty.digits import (
     image_to_digit_features,
     train_digits,
 )
-from serving.hostile import npy_claiming, png_bomb
+from realty_ops.hostile import npy_claiming, png_bomb
 
 
 @pytest.fixture(scope="module")

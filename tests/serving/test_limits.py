@@ -1,5 +1,5 @@
 """Input limits of the serving API against a real `realty serve` process: every hostile request
-of serving.hostile gets its 4xx saying what is wrong, in order and all at once, the process
+of realty_ops.hostile gets its 4xx saying what is wrong, in order and all at once, the process
 lives and its memory stays flat; a burst of images beyond the slots gets 429s."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pytest
 from fastapi import HTTPException
 from PIL import Image
 
-from realty.perf import RssSampler
 from realty.settings import Settings
-from serving.hostile import HostileRequest, hostile_requests
+from realty_ops.hostile import HostileRequest, hostile_requests
+from realty_ops.memory import RssSampler
+from realty_ops.sandbox import ServingProcess
 from serving.limits import ImageGate
-from serving.sandbox import ServingProcess
 from serving.schemas import EXAMPLE_LISTING
 from tests.serving.test_digits_routes import DIGIT_EIGHT
 
