@@ -51,6 +51,7 @@ MAX_PIXELS = 400_000
 """Default budget of a decoded client image (REALTY_DIGITS_MAX_PIXELS, what serving passes):
 decoding cost grows with pixels, and 37 KB of PNG can hold 13000x13000 of them."""
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+Image.init()  # Pillow's format plugins now, not on a client's first image (~1 s on a busy machine)
 JPEG_REDUCTIONS = (1, 2, 4, 8)  # the scales a JPEG decoder can decode at directly
 
 

@@ -49,6 +49,7 @@ MODEL_FILES = {
 
 # Formats OpenCV-based detection handles, as Pillow names what it sniffs from the bytes.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+Image.init()  # Pillow's format plugins now, not on the first upload (~1 s on a busy machine)
 JPEG_END = b"\xff\xd9"  # the end-of-image marker
 
 
