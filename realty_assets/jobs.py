@@ -1,9 +1,10 @@
-"""The jobs of the code location: the ingest run of a batch (raw → clean → drift → learning
-chain), the train and score runs the sensors request, fetching one batch, and rolling back."""
+"""The jobs of the code location: fetching one batch, the ingest run of a batch (raw → clean →
+drift → learning chain), the train and score runs the sensors request, and rolling back."""
 
 import dagster as dg
 
-from realty.ingest.landing import land_next_batch
+from realty.ingest.data_api import DataApiError
+from realty.ingest.landing import LandedBatch, land_next_batch
 from realty.model.registry import rollback
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
@@ -37,19 +38,32 @@ score_job = dg.define_asset_job(
 )
 
 
+def _landing_summary(landed: LandedBatch | None) -> str:
+    if landed is None:
+        return "the source has delivered every batch"
+    if not landed.new:
+        return f"the source re-sent {landed.key}, which was landed before"
+    return f"landed {landed.key} ({landed.row_count:,} rows); source_sensor requests its ingest run"
+
+
 @dg.op(description="Ask the data API for its next batch and land the payload in RAW.")
 def fetch_next_batch(
     context: dg.OpExecutionContext, postgres: PostgresResource, data_api: DataApiResource
 ) -> None:
     with postgres.connect("raw_data") as conn:
-        landed = land_next_batch(conn, data_api.client())
-    if landed is None:
-        context.log.info("the source has delivered every batch")
-    else:
-        context.log.info(f"landed {landed.key} ({landed.row_count} rows); source_sensor ingests it")
+        try:
+            landed = land_next_batch(conn, data_api.client())
+        except DataApiError as error:
+            # Nothing was landed or advanced; source_sensor requests the next fetch run.
+            raise dg.Failure(f"data API unavailable: {error}") from error
+    context.log.info(_landing_summary(landed))
 
 
-@dg.job(description="Fetch and land one batch (the schedule's target).")
+@dg.job(
+    tags=SERIAL_TAGS,
+    description="Fetch and land one batch (what source_sensor and the schedule request); "
+    "serial with the ingest runs, so the loop takes one batch at a time.",
+)
 def fetch_batch_job() -> None:
     fetch_next_batch()
 

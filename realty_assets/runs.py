@@ -9,3 +9,5 @@ SERIAL_TAGS = {"realty/serial": "ingest"}
 TRIGGER_TAG = "realty/trigger"  # why a train run was requested: initial, drift, stale, ...
 REASONS_TAG = "realty/reasons"  # the verdict's reasons behind it, as a JSON list
 FOLLOW_UP_TAG = "realty/follow_up"  # on runs the learning-loop sensors request
+# On source_sensor's fetch runs: the stream's newest landed batch when it was requested.
+FETCH_AFTER_TAG = "realty/fetch_after"

@@ -1,12 +1,14 @@
 """What drives the loop.
 
-- ``source_sensor`` asks the data API for its next batch, lands it, and requests the ingest run
-  of every landed batch of its stream; the cron schedule an Airflow DAG for the course would
-  declare (``*/5 * * * *``) can pace fetching instead. A fetch advances the source's counter,
-  so the payload is landed before anything else; a batch landed by the schedule, or by a tick
-  that crashed after landing, is still processed, exactly once (the run key is the batch key).
-  It asks for the next batch only once the loop has caught up with the last one, so every
-  verdict is judged against the production model of the batches before it.
+- ``source_sensor`` requests the ingest run of every landed batch of its stream that has none,
+  and, once the loop has caught up with the last one, a ``fetch_batch`` run that asks the data
+  API for the next batch and lands it; the tick itself only reads PostgreSQL and the run
+  storage, so a slow source cannot time it out. The cron schedule an Airflow DAG for the course
+  would declare (``*/5 * * * *``) can pace fetching instead. A fetch advances the source's
+  counter, so the fetch run lands the payload before anything else; every landed batch, by a
+  sensor's fetch run or the schedule's, is ingested exactly once (the run key is the batch key).
+  Fetching only once the loop has caught up means every verdict is judged against the
+  production model of the batches before it.
 - The ingest run carries the whole chain: raw → clean → drift verdict → (candidate → gate →
   SHAP → scoring). ``candidate_model`` trains only when the verdict it follows says retrain;
   otherwise it yields nothing and the steps after it are skipped. One run per batch: launching
@@ -25,14 +27,20 @@ import dagster as dg
 
 from realty import freshness
 from realty.drift import retrain_trigger
-from realty.ingest.data_api import DataApiError, day_slug, parse_batch_key
-from realty.ingest.landing import LandedBatch, land_next_batch, landed_keys
+from realty.ingest.data_api import day_slug, parse_batch_key
+from realty.ingest.landing import landed_keys, source_exhausted
 from realty.settings import get_settings
 from realty.store.ledger import VerdictRow, candidate_version, newest_verdict, verdicts_after
-from realty_assets.jobs import ingest_job, score_job, train_job
+from realty_assets.jobs import fetch_batch_job, ingest_job, score_job, train_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
-from realty_assets.runs import FOLLOW_UP_TAG, REASONS_TAG, SERIAL_TAGS, TRIGGER_TAG
+from realty_assets.runs import (
+    FETCH_AFTER_TAG,
+    FOLLOW_UP_TAG,
+    REASONS_TAG,
+    SERIAL_TAGS,
+    TRIGGER_TAG,
+)
 
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -75,50 +83,49 @@ def _in_stream(key: str, data_api: DataApiResource) -> bool:
 
 
 @dg.sensor(
-    job=ingest_job,
+    jobs=[fetch_batch_job, ingest_job],
     minimum_interval_seconds=get_settings().sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Asks the data API for its next batch, lands it, and requests the ingest run of "
-    "every landed batch of its stream that has none yet. Stops asking once the source says it "
-    "is done.",
+    description="Requests the ingest run of every landed batch of its stream that has none yet "
+    "(run key: the batch key); once the loop has caught up, a fetch run for the next batch. "
+    "Stops asking once the source says it is done.",
 )
 def source_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, data_api: DataApiResource
-) -> dg.SensorResult | dg.SkipReason:
-    busy = _loop_busy(context.instance, postgres, data_api)
+) -> dg.SensorResult | dg.RunRequest | dg.SkipReason:
     with postgres.connect("raw_data") as conn:
-        if busy:
-            landed, outcome = None, f"waiting for the loop to catch up ({busy})"
-        else:
-            landed, outcome = _land_next(context, conn, data_api)
         keys = [key for key in landed_keys(conn) if _in_stream(key, data_api)]
+        exhausted = source_exhausted(conn, data_api.group_number, data_api.day)
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     new_keys = [key for key in keys if key not in known]
-    if not new_keys:
-        return dg.SkipReason(f"{outcome}; every landed batch has its run")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=key, partition_key=key) for key in new_keys],
-        dynamic_partitions_requests=[batch_partitions.build_add_request(new_keys)],
-        cursor=landed.key if landed else context.cursor,
+    if new_keys:
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(run_key=key, partition_key=key, job_name=ingest_job.name)
+                for key in new_keys
+            ],
+            dynamic_partitions_requests=[batch_partitions.build_add_request(new_keys)],
+        )
+    if exhausted:
+        return dg.SkipReason("the source has delivered every batch; every landed batch has its run")
+    busy = _loop_busy(context.instance, postgres, data_api)
+    if busy:
+        return dg.SkipReason(f"waiting for the loop to catch up ({busy})")
+    return _fetch_request(context.instance, keys[-1] if keys else None, data_api)
+
+
+def _fetch_request(
+    instance: dg.DagsterInstance, newest: str | None, data_api: DataApiResource
+) -> dg.RunRequest:
+    """The fetch run of the batch after ``newest``; a retry (the fetch failed, or the source
+    re-sent a landed batch) is a new attempt, so its run key is new too."""
+    after = newest or f"g{data_api.group_number}-{day_slug(data_api.day)}-start"
+    attempts = len(instance.get_run_records(dg.RunsFilter(tags={FETCH_AFTER_TAG: after})))
+    return dg.RunRequest(
+        run_key=f"fetch-after-{after}-{attempts + 1}",
+        job_name=fetch_batch_job.name,
+        tags={FETCH_AFTER_TAG: after},
     )
-
-
-def _land_next(context, conn, data_api: DataApiResource) -> tuple[LandedBatch | None, str]:
-    try:
-        landed = land_next_batch(conn, data_api.client())
-        return landed, _describe(landed)
-    except DataApiError as error:
-        # Keep ingesting what is already landed; the next tick asks the source again.
-        context.log.warning(f"data API unavailable: {error}")
-        return None, f"data API unavailable ({error})"
-
-
-def _describe(landed: LandedBatch | None) -> str:
-    if landed is None:
-        return "the source has delivered every batch"
-    if not landed.new:
-        return f"the source re-sent {landed.key}, which was landed before"
-    return f"landed {landed.key} ({landed.row_count:,} rows)"
 
 
 @dg.sensor(

@@ -34,7 +34,7 @@ judge_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report),
     tags=runs.SERIAL_TAGS,
 )
-JOBS = [jobs.ingest_job, jobs.train_job, jobs.score_job, judge_job]
+JOBS = [jobs.fetch_batch_job, jobs.ingest_job, jobs.train_job, jobs.score_job, judge_job]
 
 
 class Loop:
@@ -90,13 +90,24 @@ class Loop:
         assert result.success
         return result
 
+    def source_tick(self) -> list[dg.RunRequest]:
+        """Ticks of the source sensor, as the daemon's would follow one another: the fetch run a
+        tick requests is executed and the sensor ticks again; the ingest runs it then requests
+        (not executed)."""
+        requests = self.tick(sensors.source_sensor)
+        for fetch in [r for r in requests if r.job_name == jobs.fetch_batch_job.name]:
+            self.run(fetch, "")
+            requests = self.tick(sensors.source_sensor)
+        return requests
+
     def step(self) -> list[tuple[str, str]]:
-        """One batch through the loop: source tick, ingest run (the learning chain too when its
-        verdict says retrain), drift tick, and the follow-up run it requests, if any."""
+        """One batch through the loop: source ticks and the fetch run, ingest run (the learning
+        chain too when its verdict says retrain), drift tick, and the follow-up run it
+        requests, if any."""
         done = []
-        for request in self.tick(sensors.source_sensor):
-            self.run(request, jobs.ingest_job.name)
-            done.append(("ingest_batch", request.partition_key))
+        for request in self.source_tick():
+            self.run(request, "")
+            done.append((request.job_name, request.partition_key))
         for request in self.tick(sensors.drift_sensor):
             self.run(request, "")
             done.append((request.job_name, request.partition_key))

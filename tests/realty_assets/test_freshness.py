@@ -34,10 +34,11 @@ def _reported(loop: Loop) -> dict[str, dg.AssetCheckEvaluation] | str:
 
 
 def _land_next(loop: Loop) -> dg.RunRequest:
-    """A source tick: the ingest request of the loop's newest batch (other tests' landed
-    batches without a partition yet are requested too; they are not this loop's business)."""
+    """Source ticks and a fetch run: the ingest request of the loop's newest batch (other tests'
+    landed batches without a partition yet are requested too; they are not this loop's
+    business)."""
     prefix = batch_key(loop.settings.group_number, loop.settings.day, 0)[:-3]
-    requests = loop.tick(sensors.source_sensor)
+    requests = loop.source_tick()
     [ingest] = [r for r in requests if r.partition_key.startswith(prefix)]
     return ingest
 

@@ -13,10 +13,12 @@ import pytest
 from realty.settings import Settings
 from realty.store.clean import batches_through, read_clean_listings
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.jobs import fetch_batch_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
 from realty_assets.sensors import source_sensor
 from tests.conftest import require_sample
+from tests.realty_assets.loop import RUN_KEY_TAG
 
 
 class Ingestion:
@@ -30,15 +32,11 @@ class Ingestion:
         )
         self.instance = instance
         self.resources = build_resources(self.settings)
-        self.cursor: str | None = None
 
-    def tick(self) -> dg.SensorResult | dg.SkipReason:
-        context = dg.build_sensor_context(
-            instance=self.instance, resources=self.resources, cursor=self.cursor
-        )
+    def tick(self) -> dg.SensorResult | dg.RunRequest | dg.SkipReason:
+        context = dg.build_sensor_context(instance=self.instance, resources=self.resources)
         result = source_sensor(context)
         if isinstance(result, dg.SensorResult):
-            self.cursor = result.cursor
             for request in result.dynamic_partitions_requests:
                 self.instance.add_dynamic_partitions(
                     batch_partitions.name, list(request.partition_keys)
@@ -55,7 +53,25 @@ class Ingestion:
         assert result.success
         return result
 
+    def fetch(self) -> dg.ExecuteInProcessResult:
+        """A source tick, and the fetch run it requests executed (whether it succeeds or not)."""
+        request = self.tick()
+        assert isinstance(request, dg.RunRequest), request
+        assert request.job_name == fetch_batch_job.name
+        return fetch_batch_job.execute_in_process(
+            instance=self.instance,
+            resources=self.resources,
+            tags={**request.tags, RUN_KEY_TAG: request.run_key},
+            raise_on_error=False,
+        )
+
+    def logged(self, result: dg.ExecuteInProcessResult) -> list[str]:
+        """The messages of a run's event log, as the Dagster UI shows them."""
+        return [entry.user_message for entry in self.instance.all_logs(result.run_id)]
+
     def tick_and_run(self) -> list[str]:
+        """A fetch run (the sensor requests it), then the ingest runs of the next tick."""
+        assert self.fetch().success
         result = self.tick()
         keys = [request.partition_key for request in getattr(result, "run_requests", [])]
         for key in keys:
@@ -82,7 +98,16 @@ def ingestion(pg_settings, dagster_instance, start_simulator, request):
 
 def test_two_batches_land_clean_reconcile_and_pass_checks(ingestion) -> None:
     run, _ = ingestion("twobatches", REALTY_SOURCE_ROWS_PER_BATCH="2000", REALTY_SOURCE_BATCHES="3")
-    assert run.tick_and_run() == ["g1-twobatches-b001"]
+    fetched = run.fetch()  # the tick only requests the fetch run; the run lands the batch
+    assert fetched.success and run.raw(
+        "SELECT batch_key FROM raw_batches WHERE batch_key LIKE 'g1-twobatches-%%'"
+    ) == [("g1-twobatches-b001",)]
+    # realty's own log line (logger realty.ingest.landing) is in the run's event log
+    # (python_logs in dagster.yaml), beside the op's.
+    assert "landed g1-twobatches-b001 (2000 rows, new=True)" in run.logged(fetched)
+    [ingest] = run.tick().run_requests
+    assert (ingest.run_key, ingest.job_name) == ("g1-twobatches-b001", "ingest_batch")
+    run.materialize(ingest.partition_key)
     assert run.tick_and_run() == ["g1-twobatches-b002"]
 
     for key in ("g1-twobatches-b001", "g1-twobatches-b002"):
@@ -130,9 +155,10 @@ def test_refetching_a_batch_lands_nothing_new(ingestion) -> None:
     httpx.get(
         f"{simulator.url}/restart_data_generation", params={"group_number": 1, "day": "refetch"}
     )
-    result = run.tick()  # the source delivers batch 1 again: same content, already landed
-    assert isinstance(result, dg.SkipReason)
-    assert "re-sent g1-refetch-b001" in result.skip_message
+    fetched = run.fetch()  # the source delivers batch 1 again: same content, already landed
+    assert fetched.success
+    assert any("re-sent g1-refetch-b001" in line for line in run.logged(fetched))
+    assert isinstance(run.tick(), dg.RunRequest), "no ingest run again; the next fetch instead"
     assert run.raw("SELECT count(*) FROM raw_batches WHERE batch_key LIKE 'g1-refetch-%%'") == [
         (1,)
     ]
@@ -164,11 +190,12 @@ def test_sensor_stops_when_the_source_is_exhausted_and_after_a_restart(ingestion
     )
     assert run.tick_and_run() == ["g1-exhaust-b001"]
     assert run.tick_and_run() == ["g1-exhaust-b002"]
-    assert isinstance(run.tick(), dg.SkipReason)
-    # A restarted sensor (cursor kept by the instance) does not ask the source again: with the
-    # simulator gone a fetch would fail, and the tick still skips cleanly.
+    assert run.tick_and_run() == []  # the fetch run records that the source is done
+    # The sensor does not request a fetch run again, not even after a restart: with the
+    # simulator gone a fetch would fail, and the tick skips cleanly.
     simulator.stop()
-    assert isinstance(run.tick(), dg.SkipReason)
+    skipped = run.tick()
+    assert isinstance(skipped, dg.SkipReason) and "delivered every batch" in skipped.skip_message
     assert run.raw("SELECT count(*) FROM raw_batches WHERE batch_key LIKE 'g1-exhaust-%%'") == [
         (2,)
     ]
@@ -199,12 +226,13 @@ def test_faults_lose_nothing(ingestion) -> None:
     def faults(**modes) -> None:
         httpx.post(f"{simulator.url}/admin/faults", json=modes).raise_for_status()
 
-    faults(fail_next=2)  # transient 5xx: retried within the tick
+    faults(fail_next=2)  # transient 5xx: retried within the fetch run
     assert run.tick_and_run() == ["g1-faults-b001"]
 
-    faults(fail_next=100)  # the source is down: the tick skips, nothing is lost or advanced
-    skipped = run.tick()
-    assert isinstance(skipped, dg.SkipReason) and "data API unavailable" in skipped.skip_message
+    faults(fail_next=100)  # the source is down: the fetch run fails, nothing is lost or advanced
+    failed = run.fetch()
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    assert "data API unavailable" in failure.step_failure_data.error.message
 
     faults(latency_s=0.3, malformed_fraction=0.1)  # slow and sloppy
     assert run.tick_and_run() == ["g1-faults-b002"]  # no batch number was skipped

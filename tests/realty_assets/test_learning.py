@@ -65,9 +65,9 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
     assert not again.report.retrain, again.report.reasons
 
     for expected in ("g1-learning-b002", "g1-learning-b003"):
-        [ingest] = loop.tick(sensors.source_sensor)
-        assert ingest.partition_key == expected
-        ingested = loop.run(ingest, jobs.ingest_job.name)
+        [ingest] = loop.source_tick()
+        assert (ingest.job_name, ingest.partition_key) == ("ingest_batch", expected)
+        ingested = loop.run(ingest, "")
         [(retrain, reasons)] = loop.clean(
             "SELECT retrain, reasons FROM drift_reports WHERE batch_key = %s", expected
         )
@@ -80,7 +80,7 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
             assert trained == []
             skipped = {event.step_key for event in ingested.get_step_skipped_events()}
             assert {"production_model", "shap_report", "batch_predictions"} <= skipped
-            # Until the verdict has its follow-up run, the source is not asked for the next batch.
+            # Until the verdict has its follow-up run, no fetch run asks for the next batch.
             assert loop.tick(sensors.source_sensor) == []
             [follow_up] = loop.tick(sensors.drift_sensor)
             assert follow_up.job_name == "score_batch"
