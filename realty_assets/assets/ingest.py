@@ -13,6 +13,9 @@ from realty_assets.partitions import batch_partitions
 from realty_assets.resources import PostgresResource
 
 INGEST_GROUP = "ingest"
+# A batch whose CLEAN rows do not have the schema, or do not add up to its RAW rows, stops here:
+# its run fails before drift_report, so no verdict, training or scoring sees it.
+BLOCKING_CHECKS = ("schema", "reconciliation")
 
 
 @dg.asset(
@@ -83,7 +86,10 @@ def _null_fraction_table(account: BatchAccount) -> dg.TableMetadataValue:
     group_name=INGEST_GROUP,
     kinds={"postgres"},
     deps=[raw_batch],
-    check_specs=[dg.AssetCheckSpec(name, asset="clean_batch") for name in CHECK_NAMES],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="clean_batch", blocking=name in BLOCKING_CHECKS)
+        for name in CHECK_NAMES
+    ],
     description="Typed, validated listings of a batch (clean_data.clean_listings); every "
     "rejected row is kept with its reason in clean_data.rejected_listings.",
 )

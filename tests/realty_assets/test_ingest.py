@@ -13,12 +13,12 @@ import pytest
 from realty.settings import Settings
 from realty.store.clean import batches_through, read_clean_listings
 from realty_assets.assets.ingest import clean_batch, raw_batch
-from realty_assets.jobs import fetch_batch_job
+from realty_assets.jobs import fetch_batch_job, ingest_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
 from realty_assets.sensors import source_sensor
 from tests.conftest import require_sample
-from tests.realty_assets.loop import RUN_KEY_TAG
+from tests.realty_assets.loop import ASSETS, RUN_KEY_TAG
 
 
 class Ingestion:
@@ -248,3 +248,40 @@ def test_faults_lose_nothing(ingestion) -> None:
     assert run.clean(
         "SELECT raw_rows, clean_rows FROM clean_batches WHERE batch_key = 'g1-faults-b003'"
     ) == [(0, 0)]
+
+
+def test_a_batch_failing_a_blocking_check_stops_before_drift(ingestion) -> None:
+    """Reconciliation (like schema) is blocking: a batch whose CLEAN rows do not add up to its
+    RAW rows fails its ingest run at clean_batch, and no step after it runs."""
+    run, _ = ingestion("badbatch", REALTY_SOURCE_ROWS_PER_BATCH="500", REALTY_SOURCE_BATCHES="2")
+    assert run.fetch().success
+    [ingest] = run.tick().run_requests
+    key = ingest.partition_key
+    defs = dg.Definitions(assets=ASSETS, jobs=[ingest_job], resources=run.resources)
+    # A fault on the way into CLEAN: the batch's rejected rows are silently dropped.
+    lose_rejects = f"""
+        CREATE FUNCTION lose_rejects() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN IF NEW.batch_key = '{key}' THEN RETURN NULL; END IF; RETURN NEW; END $$;
+        CREATE TRIGGER lose_rejects BEFORE INSERT ON rejected_listings
+            FOR EACH ROW EXECUTE FUNCTION lose_rejects();
+    """
+    with psycopg.connect(run.settings.database_url("clean_data"), autocommit=True) as conn:
+        conn.execute(lose_rejects)
+        try:
+            result = defs.resolve_job_def(ingest_job.name).execute_in_process(
+                instance=run.instance, partition_key=key, raise_on_error=False
+            )
+        finally:
+            conn.execute("DROP FUNCTION lose_rejects() CASCADE")
+
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["reconciliation"].passed and checks["reconciliation"].blocking
+    assert checks["schema"].passed and checks["schema"].blocking
+    assert not checks["value_ranges"].blocking
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "clean_batch"
+    assert "blocking asset check" in failure.step_failure_data.error.message
+    ran = {e.step_key for e in result.all_events if e.is_step_start}
+    assert ran == {"raw_batch", "clean_batch"}  # no drift_report, training or scoring step
+    assert run.clean("SELECT count(*) FROM drift_reports WHERE batch_key = %s", key) == [(0,)]
