@@ -10,14 +10,15 @@ from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
-from realty_assets.assets.train import candidate_model, production_model
+from realty_assets.assets.train import CandidateConfig, candidate_model, production_model
 from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
-from realty_assets.runs import INGEST_JOB, SERIAL_TAGS
+from realty_assets.runs import SERIAL_TAGS
 
 LEARNING_CHAIN = (candidate_model, production_model, shap_report, batch_predictions)
 ingest_job = dg.define_asset_job(
-    INGEST_JOB,
+    "ingest_batch",
     selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report, *LEARNING_CHAIN),
+    config=dg.RunConfig(ops={candidate_model.node_def.name: CandidateConfig(follow_verdict=True)}),
     tags=SERIAL_TAGS,
     description="Check a landed batch's RAW rows, clean it into CLEAN, judge its drift; when "
     "the verdict says retrain, train, gate, explain and score in the same run (otherwise the "

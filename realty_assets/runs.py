@@ -1,10 +1,7 @@
-"""Names the loop's jobs, assets and sensors agree on: the ingest job's name and run tags."""
+"""Run tags the loop's jobs, assets and sensors agree on."""
 
-# The job that lands, cleans and judges a batch, and runs the learning chain when the verdict
-# says so.
-INGEST_JOB = "ingest_batch"
-# Ingest runs queue one at a time (dagster.yaml limits this tag), so batches are cleaned in
-# landing order and cross-batch de-duplication is deterministic.
+# Fetch and ingest runs queue one at a time (dagster.yaml limits this tag), so batches are
+# cleaned in landing order and cross-batch de-duplication is deterministic.
 SERIAL_TAGS = {"realty/serial": "ingest"}
 TRIGGER_TAG = "realty/trigger"  # why a train run was requested: initial, drift, stale, ...
 REASONS_TAG = "realty/reasons"  # the verdict's reasons behind it, as a JSON list

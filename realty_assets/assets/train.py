@@ -19,7 +19,14 @@ from realty.store.ledger import (
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import MlflowResource, PostgresResource
-from realty_assets.runs import INGEST_JOB, REASONS_TAG, TRIGGER_TAG
+from realty_assets.runs import REASONS_TAG, TRIGGER_TAG
+
+
+class CandidateConfig(dg.Config):
+    """Whether a materialization of candidate_model trains unconditionally or follows the
+    batch's drift verdict."""
+
+    follow_verdict: bool = False  # the ingest run sets it: train only on a retrain verdict
 
 
 def _why(tags: Mapping[str, str], verdict: StoredVerdict | None) -> tuple[str, list[str]]:
@@ -52,18 +59,21 @@ def _candidates_table(results) -> str:
     deps=[drift_report],
     description="CatBoost, scikit-learn and baseline candidates trained on every clean batch "
     "through p, tracked in MLflow (a parent run, a child run each); the best becomes a new "
-    "version of the price model. Materialized only when there is a reason to retrain: in the "
-    "ingest run it follows the drift verdict, and yields nothing (the gate, SHAP and scoring "
-    "steps after it are skipped) when the verdict says keep.",
+    "version of the price model. Materialized only when there is a reason to retrain: with "
+    "follow_verdict (the ingest run's config) it follows the drift verdict, and yields nothing "
+    "(the gate, SHAP and scoring steps after it are skipped) when the verdict says keep.",
     output_required=False,
 )
 def candidate_model(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: CandidateConfig,
+    postgres: PostgresResource,
+    mlflow: MlflowResource,
 ) -> Iterator[dg.MaterializeResult]:
     key, settings = context.partition_key, mlflow.settings
     with postgres.connect("clean_data") as conn:
         verdict = stored_verdict(conn, key)
-        if context.job_name == INGEST_JOB and not (verdict and verdict.retrain):
+        if config.follow_verdict and not (verdict and verdict.retrain):
             kept = f"v{verdict.production_version}" if verdict else "(no verdict)"
             context.log.info(
                 f"kept production {kept} because the drift verdict of {key} found no reason "
