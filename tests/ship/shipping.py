@@ -104,8 +104,18 @@ def healthcheck_command(stage: Stage) -> list[str]:
     return exec_form(args[args.index("CMD") + len("CMD") :].strip())
 
 
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+COMPOSE = DOCKER / "docker-compose.yml"  # development: builds the images
+DEPLOY_COMPOSE = DOCKER / "docker-compose.deploy.yml"  # deployment: pulls the published ones
+
+
+def compose(path: Path = COMPOSE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def published_images() -> list[str]:
+    """The images workflow's matrix: each is published as docker.io/<user>/realty-<image>."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())
+    return workflow["jobs"]["build"]["strategy"]["matrix"]["image"]
 
 
 def manifests() -> list[dict[str, Any]]:

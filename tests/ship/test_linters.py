@@ -78,8 +78,12 @@ def test_every_manifest_is_a_valid_kubernetes_object() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_compose_file_matches_the_compose_specification() -> None:
-    result = check_schema("compose-spec", ROOT / "docker" / "docker-compose.yml")
+def test_the_compose_files_match_the_compose_specification() -> None:
+    result = check_schema(
+        "compose-spec",
+        ROOT / "docker" / "docker-compose.yml",
+        ROOT / "docker" / "docker-compose.deploy.yml",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -19,6 +19,7 @@ from realty_ops.stack import SERVICE_ADDRESSES, service_env
 from tests.ship.shipping import (
     BASE_CONTEXT,
     BASE_DOCKERFILE,
+    DEPLOY_COMPOSE,
     DOCKER,
     K8S,
     ROOT,
@@ -32,6 +33,7 @@ from tests.ship.shipping import (
     image_stage,
     manifests,
     pod_containers,
+    published_images,
     stage_chain,
 )
 
@@ -41,6 +43,10 @@ UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+$")
 ONE_SHOT = "service_completed_successfully"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
 SERVING_PROBES = {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"}
+# The images docker-compose.deploy.yml runs: docker.io/<user>/realty-<image>:<tag> (from .env).
+PUBLISHED_IMAGE = re.compile(
+    r"^docker\.io/\$\{DOCKERHUB_USERNAME:\?[^}]+\}/realty-(?P<image>[a-z]+):\$\{IMAGE_TAG:-latest\}$"
+)
 
 
 def click_command(program: str) -> Any:
@@ -185,7 +191,7 @@ def test_the_bake_file_builds_every_image_on_the_shared_base() -> None:
 
 def test_the_image_workflow_builds_every_image_compose_and_kubernetes_use() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())
-    built = set(workflow["jobs"]["build"]["strategy"]["matrix"]["image"])
+    built = set(published_images())
     assert built == set(image_dockerfiles())
     [bake] = [s for s in workflow["jobs"]["build"]["steps"] if "bake-action" in s.get("uses", "")]
     assert bake["with"]["files"] == "docker/docker-bake.hcl"
@@ -210,6 +216,29 @@ def test_the_image_workflow_builds_every_image_compose_and_kubernetes_use() -> N
     images = {c["image"] for obj in manifests() for c in pod_containers(obj)}
     names = {image.split("/")[-1].split(":")[0] for image in images}
     assert names <= {f"realty-{image}" for image in built}
+
+
+def test_the_deploy_compose_is_the_stack_on_the_published_images() -> None:
+    """docker-compose.deploy.yml builds nothing: each of our services runs the image the images
+    workflow publishes for its Dockerfile (the code image for `migrate`, whose base image is not
+    published), and is otherwise the development file's service, key for key."""
+    built, deployed = compose(), compose(DEPLOY_COMPOSE)
+    assert deployed.keys() == built.keys()
+    assert deployed["volumes"] == built["volumes"]
+    assert deployed["services"].keys() == built["services"].keys()
+    for name, service in built["services"].items():
+        deploy = deployed["services"][name]
+        assert "build" not in deploy, name
+        if "build" not in service:  # a third-party image, pinned in both files alike
+            assert deploy == service, name
+            continue
+        match = PUBLISHED_IMAGE.match(deploy["image"])
+        assert match, (name, deploy["image"])
+        dockerfile = Path(service["build"]["dockerfile"]).name.removesuffix(".Dockerfile")
+        assert match["image"] == ("code" if dockerfile == BASE_CONTEXT else dockerfile), name
+        assert match["image"] in published_images(), name
+        without_image = {k: v for k, v in deploy.items() if k != "image"}
+        assert without_image == {k: v for k, v in service.items() if k != "build"}, name
 
 
 def test_every_long_running_compose_service_has_a_healthcheck_its_dependents_wait_on() -> None:
@@ -309,6 +338,9 @@ def test_every_variable_the_code_reads_is_documented() -> None:
 def test_compose_and_kubernetes_use_the_embedded_names() -> None:
     interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)", (DOCKER / "docker-compose.yml").read_text()))
     assert interpolated - env_example_names() == set(), "set in .env, so listed in .env.example"
+    deploy_interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)", DEPLOY_COMPOSE.read_text()))
+    assert deploy_interpolated - interpolated == {"DOCKERHUB_USERNAME", "IMAGE_TAG"}
+    assert deploy_interpolated - env_example_names() == set()
     for names in (set(compose_platform_env()), interpolated, k8s_env_names()):
         realty_names = {n for n in names if n.startswith("REALTY_")}
         assert realty_names <= EMBEDDED_NAMES
