@@ -5,14 +5,11 @@ batches still land on schedule, and how many retrain verdicts production has ign
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from itertools import islice
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-
-# Dagster's own cron arithmetic (its schedules' ticks); no public helper yields past ticks.
-from dagster._utils.schedules import reverse_cron_string_iterator
+from croniter import croniter
 
 from realty.settings import Settings
 from realty.store.ledger import (
@@ -67,8 +64,9 @@ class CheckOutcome:
 
 def recent_cron_ticks(cron: str, now: datetime, count: int) -> list[datetime]:
     """The ``count`` latest ticks of ``cron`` (UTC) at or before ``now``, newest first."""
-    ticks = reverse_cron_string_iterator(now.timestamp(), cron, "UTC")
-    return [tick.astimezone(UTC) for tick in islice(ticks, count)]
+    # get_prev yields ticks strictly before its start: start just after now to include now.
+    ticks = croniter(cron, now.astimezone(UTC) + timedelta(microseconds=1))
+    return [ticks.get_prev(datetime) for _ in range(count)]
 
 
 def landing_freshness(

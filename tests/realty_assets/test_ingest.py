@@ -3,7 +3,7 @@ the real instance, runs materialized against it."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import httpx
@@ -16,6 +16,7 @@ from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.jobs import fetch_batch_job, ingest_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
+from realty_assets.schedules import source_schedule
 from realty_assets.sensors import source_sensor
 from tests.conftest import require_sample
 from tests.realty_assets.loop import ASSETS, RUN_KEY_TAG
@@ -285,3 +286,29 @@ def test_a_batch_failing_a_blocking_check_stops_before_drift(ingestion) -> None:
     ran = {e.step_key for e in result.all_events if e.is_step_start}
     assert ran == {"raw_batch", "clean_batch"}  # no drift_report, training or scoring step
     assert run.clean("SELECT count(*) FROM drift_reports WHERE batch_key = %s", key) == [(0,)]
+
+
+def test_a_schedule_tick_fetches_the_batch_the_sensor_then_ingests(ingestion) -> None:
+    """source_schedule, on the cron the course's Airflow DAG declares: a real tick requests the
+    fetch run, the run lands the next batch, and the source sensor requests its ingest run."""
+    run, _ = ingestion("scheduled", REALTY_SOURCE_ROWS_PER_BATCH="300", REALTY_SOURCE_BATCHES="2")
+    assert source_schedule.cron_schedule == "*/5 * * * *"
+    context = dg.build_schedule_context(
+        instance=run.instance,
+        resources=run.resources,
+        scheduled_execution_time=datetime(2026, 12, 2, 14, 5, tzinfo=UTC),
+    )
+    [request] = source_schedule.evaluate_tick(context).run_requests
+    fetched = fetch_batch_job.execute_in_process(
+        instance=run.instance, resources=run.resources, tags=request.tags
+    )
+    assert fetched.success and fetched.dagster_run.tags["realty/serial"] == "ingest"
+    assert run.raw("SELECT batch_key FROM raw_batches WHERE batch_key LIKE 'g1-scheduled-%%'") == [
+        ("g1-scheduled-b001",)
+    ]
+    [ingest] = run.tick().run_requests
+    assert (ingest.job_name, ingest.run_key) == ("ingest_batch", "g1-scheduled-b001")
+    run.materialize(ingest.partition_key)
+    assert run.clean(
+        "SELECT raw_rows FROM clean_batches WHERE batch_key = 'g1-scheduled-b001'"
+    ) == [(300,)]
