@@ -66,7 +66,8 @@ def _loop_busy(
     """Why the loop has not caught up with its stream's newest batch, or None if it has."""
     run = _active_run(instance, SERIAL_TAGS)
     if run is not None:
-        return f"run {run.job_name} of {run.tags.get('dagster/partition', '?')} is not done"
+        batch = run.tags.get("dagster/partition", "the next batch")  # fetch runs have none
+        return f"run {run.job_name} of {batch} is not done"
     with postgres.connect("clean_data") as conn:
         newest = newest_verdict(conn, data_api.group_number, data_api.day)
         if newest is None or _chain_ran(conn, newest):

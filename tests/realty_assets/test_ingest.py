@@ -202,6 +202,23 @@ def test_sensor_stops_when_the_source_is_exhausted_and_after_a_restart(ingestion
     ]
 
 
+def test_the_tick_never_calls_the_source(ingestion) -> None:
+    """The source sensor's tick reads only PostgreSQL and the run storage: with the source gone
+    it still requests the fetch run, which fails, and the retry is a new run key."""
+    run, simulator = ingestion("lighttick", REALTY_SOURCE_ROWS_PER_BATCH="100")
+    simulator.stop()
+    failed = run.fetch()
+    assert not failed.success
+    assert failed.dagster_run.tags["dagster/run_key"] == "fetch-after-g1-lighttick-start-1"
+    retry = run.tick()
+    assert isinstance(retry, dg.RunRequest)
+    assert retry.run_key == "fetch-after-g1-lighttick-start-2"
+    assert retry.tags == {"realty/fetch_after": "g1-lighttick-start"}
+    assert run.raw("SELECT count(*) FROM raw_batches WHERE batch_key LIKE 'g1-lighttick-%%'") == [
+        (0,)
+    ]
+
+
 def test_real_sample_through_the_whole_path(ingestion) -> None:
     sample = require_sample()
     run, _ = ingestion("sample", REALTY_SOURCE_CSV=str(sample))
