@@ -43,8 +43,15 @@ def _land_next(loop: Loop) -> dg.RunRequest:
     return ingest
 
 
-def _ingest_next(loop: Loop, job: str = jobs.ingest_job.name) -> dg.ExecuteInProcessResult:
-    return loop.run(_land_next(loop), job)
+def _ingest_next(loop: Loop, job: str | None = None) -> dg.ExecuteInProcessResult:
+    """The ingest run the source sensor requests for the loop's next batch, or a run of ``job``
+    on that batch in its place (the sensor names the ingest job on its request)."""
+    ingest = _land_next(loop)
+    if job is not None:
+        ingest = dg.RunRequest(
+            run_key=ingest.run_key, partition_key=ingest.partition_key, job_name=job
+        )
+    return loop.run(ingest, "")
 
 
 def _land_minutes_ago(loop: Loop, minutes: int) -> None:
