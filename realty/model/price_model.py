@@ -3,10 +3,10 @@
 ``PriceModel`` wraps a fitted estimator (anything with ``predict(features) -> log price``: a
 scikit-learn Pipeline, a CatBoost model, the median baseline) together with the
 ``FeatureConfig`` it was trained with, so the preparation a prediction needs travels inside the
-logged model. No code is shipped with it (no ``code_paths``): the pickle refers to
-``realty.model.price_model`` / ``.features`` / ``.training`` by name, and every process
-that loads it (training, serving, batch scoring) has the ``realty`` package installed, so all
-of them prepare features with the one installed copy of the code.
+logged model. The pickle refers to ``realty.model.price_model`` / ``.features`` / ``.training``
+by name; those modules are logged with it as ``code_paths`` (``realty.model.portable``), so it
+loads where realty is not installed, while the processes that have it installed (training,
+serving, batch scoring) keep preparing features with their one installed copy of the code.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from realty.model.features import (
 )
 from realty.model.hgb_rows import HgbRows
 from realty.model.intervals import ConformalCalibration, IntervalTable
+from realty.model.portable import price_model_code
 
 logger = logging.getLogger(__name__)
 
@@ -240,20 +241,23 @@ def log_price_model(
     """Log ``model`` with ``mlflow.pyfunc.log_model`` (MLflow 3: ``name=``) in the active run.
 
     The input example is stored with the model (``client_example``: the listing fields
-    without price) and the signature comes from ``price_model_signature``. Extra keyword
+    without price), the signature comes from ``price_model_signature`` and the realty modules
+    the model needs go with it (``price_model_code``). Extra keyword
     arguments go to ``log_model`` (``registered_model_name``, ``tags``, ``metadata``, ...).
     """
     example = client_example(input_example)
     log_model_kwargs.setdefault("pip_requirements", pip_requirements())
     metadata = {"candidate": model.name, "feature_columns": list(model.feature_columns)}
     metadata.update(log_model_kwargs.pop("metadata", None) or {})
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=model,
-        signature=price_model_signature(model, example),
-        input_example=example,
-        metadata=metadata,
-        **log_model_kwargs,
-    )
+    with price_model_code() as code_paths:
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=model,
+            signature=price_model_signature(model, example),
+            input_example=example,
+            metadata=metadata,
+            code_paths=code_paths,
+            **log_model_kwargs,
+        )
     logger.info("logged price model %s (%s) at %s", name, model.name, info.model_uri)
     return info
