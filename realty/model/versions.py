@@ -2,11 +2,13 @@
 partition, track them in MLflow, register the best as a new version of the price model.
 
 One MLflow parent run per training ("train <batch>") with a child run per candidate: params,
-metrics, training and evaluation seconds, feature importances and the logged pyfunc model. The
-parent holds the data lineage, the snapshot (batch keys, rows, content hash) and the reasons it
-was trained, and where the time went (``candidates_seconds``, ``logging_seconds``). Only the
-best candidate's run, the one registered, also stores the drift reference profile of its
-training data, which later drift verdicts compare batches with.
+metrics, training and evaluation seconds, feature importances and the logged pyfunc model (an
+MLflow 3 LoggedModel holding the same params and metrics). Every run has the train and eval
+splits as dataset inputs (``realty.model.datasets``). The parent holds the data lineage, the
+snapshot (batch keys, rows, content hash) and the reasons it was trained, and where the time
+went (``candidates_seconds``, ``logging_seconds``). Only the best candidate's run, the one
+registered, also stores the drift reference profile of its training data, which later drift
+verdicts compare batches with.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from realty.drift import ReferenceProfile
 from realty.model import registry
+from realty.model.datasets import ListingsDataset, listings_dataset, log_training_inputs
 from realty.model.price_model import log_price_model
 from realty.model.training import CandidateResult, TrainingBudget, snapshot, split_for_training
 from realty.model.training import train_candidates as fit_candidates
@@ -85,19 +88,20 @@ def reference_profile(version: ModelVersion) -> ReferenceProfile:
     return ReferenceProfile.from_dict(data)
 
 
-def _log_candidate(result: CandidateResult, data: TrainingData) -> mlflow.models.model.ModelInfo:
-    """The candidate's params, metrics, feature importances and model in the active run."""
-    mlflow.log_params({k: str(v)[:500] for k, v in result.params.items()})
-    mlflow.log_metrics(
-        {
-            **result.metrics,
-            "train_seconds": result.train_seconds,
-            "evaluate_seconds": result.evaluate_seconds,
-        }
-    )
+def _log_candidate(
+    result: CandidateResult, data: TrainingData, eval_set: ListingsDataset
+) -> mlflow.models.model.ModelInfo:
+    """The candidate's params, metrics, feature importances and model in the active run; the
+    params and metrics on its LoggedModel too, its scores linked to the eval split."""
+    params = {k: str(v)[:500] for k, v in result.params.items()}
+    mlflow.log_params(params)
     mlflow.log_dict(result.feature_importances, "feature_importances.json")
     mlflow.log_dict(result.model.calibration.describe(), CALIBRATION_ARTIFACT)
-    return log_price_model(result.model, "model", data.train.head(5))
+    model = log_price_model(result.model, "model", data.train.head(5), params=params)
+    mlflow.log_metrics(result.metrics, model_id=model.model_id, dataset=eval_set)
+    seconds = {"train_seconds": result.train_seconds, "evaluate_seconds": result.evaluate_seconds}
+    mlflow.log_metrics(seconds, model_id=model.model_id)
+    return model
 
 
 def _lineage_tags(data: TrainingData, trigger: str, reasons: list[str]) -> dict[str, str]:
@@ -126,8 +130,10 @@ def train_and_register(
     mlflow.set_tracking_uri(settings.mlflow_url)
     mlflow.set_experiment(settings.price_model_name)
     tags = _lineage_tags(data, trigger, reasons)
+    train_set, eval_set = listings_dataset(data.train, "train"), listings_dataset(data.eval, "eval")
     with mlflow.start_run(run_name=f"train {key}", tags=tags) as parent:
         mlflow.log_dict(data.snapshot, "snapshot.json")
+        log_training_inputs(train_set, eval_set, tags["snapshot_sha256"])
         started = time.monotonic()
         results = fit_candidates(
             data.train, data.eval, budget(settings), interval_level=settings.price_interval_level
@@ -138,7 +144,8 @@ def train_and_register(
             with mlflow.start_run(
                 run_name=result.name, nested=True, tags={**tags, "candidate": result.name}
             ):
-                model = _log_candidate(result, data)
+                log_training_inputs(train_set, eval_set, tags["snapshot_sha256"])
+                model = _log_candidate(result, data, eval_set)
                 if result is best:  # the run registered: later verdicts compare with its data
                     reference = ReferenceProfile.from_frame(data.train).to_dict()
                     mlflow.log_dict(reference, REFERENCE_ARTIFACT)
