@@ -9,6 +9,8 @@ each LoggedModel's scores to the rows they were measured on.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import mlflow
 import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -30,9 +32,9 @@ class ListingsDataset(PandasDataset):
     ``PandasDataset`` infers its schema by looking at every value of every column, about 15 s
     for 75,000 listings, each time it is logged; clean listings have one type per column, so
     the first ``SCHEMA_ROWS`` rows give the types and a vectorised null check the ``required``
-    flags."""
+    flags. Computed once: every run of a training logs the same two datasets."""
 
-    @property
+    @cached_property
     def schema(self) -> Schema:
         inferred = infer_signature(self.df.head(SCHEMA_ROWS)).inputs
         has_nulls = self.df.isna().any()
