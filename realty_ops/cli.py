@@ -289,3 +289,29 @@ def rollback() -> None:
     except RollbackError as error:
         raise _fail(str(error)) from error
     console.print(f"{settings.price_model_name}: production is v{now} (previous: v{before})")
+
+
+@app.command()
+def reproduce(
+    version: Annotated[str, typer.Argument(help="A version of the price model, e.g. 3")],
+) -> None:
+    """Clean a price model version's batches again from RAW and check the snapshot hash it
+    records (exit 1 and what differs when it is not reproduced)."""
+    from mlflow.exceptions import MlflowException
+
+    from realty.model.reproduce import reproduce as reproduce_version
+
+    settings = get_settings()
+    try:
+        result = reproduce_version(settings, version)
+    except (MlflowException, KeyError) as error:
+        raise _fail(f"{settings.price_model_name} v{version}: {error}") from error
+    for line in result.differences:
+        console.print(f"  {line}", markup=False)
+    if result.differences:
+        raise _fail(f"{settings.price_model_name} v{version} is not reproduced from RAW")
+    snapshot = result.reproduced
+    console.print(
+        f"{settings.price_model_name} v{version} reproduced: {snapshot['rows']} listings of "
+        f"{len(snapshot['batch_keys'])} batches, snapshot {snapshot['content_sha256']}"
+    )

@@ -161,3 +161,44 @@ def read_clean_listings(clean_conn: psycopg.Connection, keys: list[str]) -> pd.D
         "WHERE batch_key = ANY({}) ORDER BY batch_key, row_index"
     ).format(sql.SQL(", ").join(map(sql.Identifier, LISTING_COLUMNS)), sql.Literal(keys))
     return copy_query_to_frame(clean_conn, query, LISTING_TYPES)
+
+
+def reclean_from_raw(
+    raw_conn: psycopg.Connection, clean_conn: psycopg.Connection, keys: list[str]
+) -> pd.DataFrame:
+    """The listings of batches ``keys`` as cleaning them again from their RAW rows gives,
+    with their batch_key and row_hash; nothing is written.
+
+    The batches are cleaned in landing order, as the pipeline cleans them, and a listing is
+    dropped as ``write_clean_batch`` drops it: where an earlier one of ``keys`` delivered it, or
+    where a batch outside ``keys`` landed before holds it in CLEAN (a listing is there once)."""
+    landed = sorted((read_batch_meta(raw_conn, key)[0], key) for key in keys)
+    seen: set[str] = set()
+    frames = []
+    for seq, key in landed:
+        clean = clean_batch(read_raw_rows(raw_conn, key)).clean
+        elsewhere = _hashes_landed_before(clean_conn, seq, keys, clean["row_hash"])
+        clean, _ = dedupe_against(clean, seen | elsewhere)
+        seen.update(clean["row_hash"])
+        frames.append(clean.assign(batch_key=key))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _hashes_landed_before(
+    clean_conn: psycopg.Connection, seq: int, keys: list[str], hashes: pd.Series
+) -> set[str]:
+    """Which of ``hashes`` CLEAN holds in batches landed before ``seq``, other than ``keys``."""
+    rows = clean_conn.execute(
+        """
+        SELECT c.row_hash FROM clean_listings c JOIN clean_batches b USING (batch_key)
+        WHERE b.seq < %s AND c.batch_key <> ALL(%s) AND c.row_hash = ANY(%s)
+        """,
+        (seq, keys, hashes.tolist()),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def clean_row_hashes(clean_conn: psycopg.Connection, keys: list[str]) -> pd.DataFrame:
+    """(batch_key, row_hash) of the CLEAN listings of batches ``keys``."""
+    query = sql.SQL("SELECT batch_key, row_hash FROM clean_listings WHERE batch_key = ANY({})")
+    return copy_query_to_frame(clean_conn, query.format(sql.Literal(keys)))
