@@ -20,7 +20,7 @@ from realty.model.versions import train_and_register, training_data
 from realty.settings import REPO_ROOT, Settings
 from realty.store.clean import clean_landed_batch
 from realty.store.db import connect
-from realty_ops.sandbox import SimulatorProcess, settings_env
+from realty_ops.sandbox import START_TIMEOUT_S, SimulatorProcess, settings_env
 
 MODEL = "test-reproduce-price"
 
@@ -39,7 +39,7 @@ def trained(mlflow_settings: Settings, tmp_path_factory) -> Iterator[Trained]:
         tmp_path_factory.mktemp("source"),
         REALTY_SOURCE_ROWS_PER_BATCH="1500",
         REALTY_SOURCE_BATCHES="3",
-    ).start()
+    ).start(timeout=START_TIMEOUT_S)
     source = {"source_url": simulator.url, "day": "reproduce"}
     model = {"price_model_name": MODEL, "train_iterations": 40}
     settings = mlflow_settings.model_copy(update=source | model)
