@@ -203,6 +203,7 @@ def _route_statuses(settings: Settings) -> dict[str, int]:
     upload = {"file": ("photo.jpg", photo.getvalue(), "image/jpeg")}
     calls = {
         "GET /health": {},
+        "GET /ready": {},
         "GET /metrics": {},
         "GET /v1/models": {},
         "GET /v1/batches": {},

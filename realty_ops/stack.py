@@ -120,6 +120,8 @@ def _wait_group_gone(pgid: int, timeout_s: float, leader: subprocess.Popen | Non
         if leader is not None:
             leader.poll()  # reap our child, so that it is not left a zombie
         if not group_members(pgid):
+            if leader is not None:
+                leader.wait(timeout=GROUP_GONE_TIMEOUT_S)  # a zombie now: reap it
             return True
         if time.monotonic() >= deadline:
             return False
