@@ -97,7 +97,7 @@ def run_to_sql(settings, body: bytes) -> dict:
 def child(path: str, body_file: Path, settings_json: str, key_suffix: str) -> None:
     from realty.settings import Settings
 
-    settings = Settings.model_validate_json(settings_json)
+    settings = Settings.from_public_json(settings_json)
     body = body_file.read_bytes()
     result = (
         run_platform(settings, body, key_suffix)
@@ -116,7 +116,7 @@ def in_child(path: str, body_file: Path, settings, key_suffix: str = "") -> dict
             "--child",
             path,
             str(body_file),
-            settings.model_dump_json(),
+            settings.public_json(),
             key_suffix,
         ],
         check=True,

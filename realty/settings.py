@@ -6,15 +6,21 @@ names. ``.env.example`` lists every variable.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DATABASES = ("dagster", "mlflow", "raw_data", "clean_data")
+
+# The settings that are secrets: SecretStr (masked in repr, logs and dumps), never written into
+# Dagster resource config or a child's command line, read from the environment where needed.
+SECRET_SETTINGS = frozenset({"pg_url", "serving_admin_token"})
 
 
 class Settings(BaseSettings):
@@ -29,7 +35,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface every embedded service binds to")
 
     # PostgreSQL: embedded unless pg_url points at an external server.
-    pg_url: str | None = Field(
+    pg_url: SecretStr | None = Field(
         None, description="postgresql://user:pass@host:port (no database); unset = embedded server"
     )
     pg_port: int = 54329
@@ -106,7 +112,7 @@ class Settings(BaseSettings):
     serving_poll_interval_s: float = Field(
         10.0, description="Seconds between checks of the models' `production` aliases"
     )
-    serving_admin_token: str | None = Field(
+    serving_admin_token: SecretStr | None = Field(
         None, description="Bearer token of POST /v1/admin/reload; unset = the route is disabled"
     )
     # Input limits (docs/serving.md): checked before any work, each answers a 4xx saying why.
@@ -210,8 +216,27 @@ class Settings(BaseSettings):
     def server_url(self) -> str:
         """URL of the PostgreSQL server without a database name."""
         if self.pg_url:
-            return self.pg_url.rstrip("/")
+            return self.pg_url.get_secret_value().rstrip("/")
         return f"postgresql://{self.pg_user}@{self.host}:{self.pg_port}"
+
+    @property
+    def server_url_masked(self) -> str:
+        """``server_url`` with its password replaced by ``***``: the one to print."""
+        parts = urlsplit(self.server_url)
+        if parts.password is None:
+            return self.server_url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+    def public_json(self) -> str:
+        """These settings as JSON without the secrets: what may go into Dagster resource config
+        or a child's arguments. ``from_public_json`` reads the secrets back from the environment."""
+        return self.model_dump_json(exclude=set(SECRET_SETTINGS))
+
+    @classmethod
+    def from_public_json(cls, text: str) -> Settings:
+        # What the JSON lacks (the secrets) comes from the environment, as for any Settings().
+        return cls(**json.loads(text))
 
     def database_url(self, database: str) -> str:
         return f"{self.server_url}/{database}"

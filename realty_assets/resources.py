@@ -1,6 +1,8 @@
 """Resources: PostgreSQL, the data API and MLflow, configured from ``realty.settings``."""
 
+import os
 from functools import cached_property
+from urllib.parse import urlsplit
 
 import dagster as dg
 import mlflow
@@ -10,6 +12,8 @@ from mlflow import MlflowClient
 from realty.ingest.data_api import DataApiClient
 from realty.settings import Settings
 from realty.store.db import connect_server
+
+PG_URL_VARIABLE = "REALTY_PG_URL"
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -50,16 +54,29 @@ class MlflowResource(dg.ConfigurableResource):
 
     @cached_property
     def settings(self) -> Settings:
-        return Settings.model_validate_json(self.settings_json)
+        return Settings.from_public_json(self.settings_json)
 
     def client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.settings.mlflow_url)  # the fluent API used while training
         return MlflowClient(self.settings.mlflow_url)
 
 
+def _server_url(settings: Settings) -> str | dg.EnvVar:
+    """The PostgreSQL URL as resource config: an ``EnvVar`` when it holds a password, so that
+    the Dagster UI shows the variable's name and never its value."""
+    if urlsplit(settings.server_url).password is None:
+        return settings.server_url  # the embedded server: trust on 127.0.0.1, no password
+    if os.environ.get(PG_URL_VARIABLE) != settings.pg_url.get_secret_value():
+        raise ValueError(
+            f"a PostgreSQL URL with a password must come from {PG_URL_VARIABLE} in the "
+            "environment, so that Dagster reads it there and never stores it in resource config"
+        )
+    return dg.EnvVar(PG_URL_VARIABLE)
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "postgres": PostgresResource(server_url=settings.server_url),
+        "postgres": PostgresResource(server_url=_server_url(settings)),
         "data_api": DataApiResource(
             base_url=settings.data_api_url,
             group_number=settings.group_number,
@@ -68,5 +85,5 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             retries=settings.source_retries,
             backoff_s=settings.source_backoff_s,
         ),
-        "mlflow": MlflowResource(settings_json=settings.model_dump_json()),
+        "mlflow": MlflowResource(settings_json=settings.public_json()),
     }

@@ -265,7 +265,7 @@ def register_digits_model(settings: Settings) -> str:
     from realty_assets.assets.digits import digits_model
     from realty_assets.resources import MlflowResource
 
-    resource = MlflowResource(settings_json=settings.model_dump_json())
+    resource = MlflowResource(settings_json=settings.public_json())
     result = dg.materialize([digits_model], resources={"mlflow": resource})
     metadata = result.asset_materializations_for_node("digits_model")[0].metadata
     return str(metadata["version"].value)

@@ -243,6 +243,11 @@ def service_env(settings: Settings) -> dict[str, str]:
         "DAGSTER_HOME": str(settings.dagster_home),
         "REALTY_DAGSTER_PG_URL": settings.database_url("dagster"),
         "MLFLOW_TRACKING_URI": settings.mlflow_url,
+        # `mlflow server` reads its store from here: on its command line the URL's password
+        # would show in `ps` and in our logs.
+        "MLFLOW_BACKEND_STORE_URI": settings.database_url("mlflow").replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        ),
         # mlflow server forks job runners and many workers by default (about 2 GB); we need one.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PYTHONUNBUFFERED": "1",
@@ -281,11 +286,9 @@ def prepare_dagster_home(settings: Settings) -> None:
 
 
 def mlflow_command(settings: Settings) -> list[str]:
-    backend = settings.database_url("mlflow").replace("postgresql://", "postgresql+psycopg2://", 1)
     port = settings.mlflow_port
     return [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", backend,
+        str(BIN / "mlflow"), "server",  # the store: MLFLOW_BACKEND_STORE_URI of service_env
         "--artifacts-destination", settings.mlflow_artifacts_destination,
         "--serve-artifacts",
         "--host", settings.host, "--port", str(port),
@@ -398,7 +401,8 @@ class Stack:
             if self.settings.pg_url:
                 if not postgres_ready(self.settings):
                     raise StackError(
-                        f"postgres: cannot connect to REALTY_PG_URL ({self.settings.server_url}); "
+                        "postgres: cannot connect to REALTY_PG_URL "
+                        f"({self.settings.server_url_masked}); "
                         "check that the server is up and the URL is right"
                     )
                 ensure_databases(self.settings)

@@ -90,7 +90,7 @@ async def reload(
 ) -> ReloadResponse:
     """Check the aliases now and load what changed (a version that failed before is retried).
     Needs ``Authorization: Bearer $REALTY_SERVING_ADMIN_TOKEN``."""
-    token = settings.serving_admin_token
+    token = settings.serving_admin_token and settings.serving_admin_token.get_secret_value()
     if not token:
         raise HTTPException(403, "admin reload is disabled: set REALTY_SERVING_ADMIN_TOKEN")
     if credentials is None or not _same_token(credentials.credentials, token):

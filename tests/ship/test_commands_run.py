@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 import yaml
@@ -120,6 +121,9 @@ def test_the_dagster_roles_answer_their_healthchecks(tmp_path: Path) -> None:
     workspace = yaml.safe_load((DOCKER / "dagster" / "workspace.yaml").read_text())
     workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=code_port)
     (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    # Compose's roles share a migrated PostgreSQL instance; three processes creating one fresh
+    # SQLite instance at once race on its alembic stamps (a CI run's daemon lost that race).
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
