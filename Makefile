@@ -4,7 +4,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve bench-faults bench-intervals clean
+.PHONY: demo test install weights tools chromium lint bench-ingest bench-quality bench-freshness bench-train-memory bench-detect bench-serve bench-faults bench-intervals bench-rollout clean
 
 demo: install
 	$(VENV)/bin/realty demo
@@ -72,6 +72,9 @@ bench-faults: install
 
 bench-intervals: install
 	$(VENV)/bin/python bench/intervals.py
+
+bench-rollout: install
+	$(VENV)/bin/python bench/rollout.py
 
 clean:
 	rm -rf $(VENV) .tools

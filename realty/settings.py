@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -106,11 +107,35 @@ class Settings(BaseSettings):
         0.9, gt=0, lt=1, description="Level of the served price intervals and their eval coverage"
     )
 
+    # Rollout of a gate winner (realty/model/rollout.py, docs/rollout.md). "direct": the winner
+    # becomes `production` at once; "staged": it becomes `challenger` and goes through shadow,
+    # then the canary steps, each held for the bake time while the guardrails hold.
+    rollout: Literal["direct", "staged"] = "direct"
+    rollout_canary_steps: list[float] = Field(
+        [0.05, 0.25, 0.5], description="Canary shares of traffic, in order; then production"
+    )
+    rollout_controller_interval_s: int = Field(
+        10, ge=1, description="Least seconds between the rollout controller's ticks"
+    )
+    rollout_shadow_s: float = Field(60.0, ge=0, description="Least seconds in shadow")
+    rollout_bake_s: float = Field(120.0, ge=0, description="Least seconds on each canary step")
+    rollout_min_requests: int = Field(
+        50, ge=1, description="Scored listings of the challenger a step needs before judging it"
+    )
+    rollout_max_error_rate: float = Field(0.01, ge=0, le=1, description="Guardrail per arm")
+    rollout_max_p99_ms: float = Field(250.0, gt=0, description="Guardrail: the arm's p99 latency")
+    rollout_max_divergence: float = Field(
+        0.25, gt=0, description="Guardrail: median |log(challenger/production)| on one listing"
+    )
+
     # Serving (the FastAPI service, `realty serve`; docs/serving.md).
     serving_port: int = 8000
     serving_workers: int = Field(1, description="uvicorn worker processes of `realty serve`")
     serving_poll_interval_s: float = Field(
         10.0, description="Seconds between checks of the models' `production` aliases"
+    )
+    serving_shadow_queue: int = Field(
+        1_000, ge=1, description="Shadow jobs (requests) waiting to be scored; beyond, dropped"
     )
     serving_admin_token: SecretStr | None = Field(
         None, description="Bearer token of POST /v1/admin/reload; unset = the route is disabled"
@@ -195,6 +220,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:
         return home.resolve()
+
+    @field_validator("rollout_canary_steps")
+    @classmethod
+    def _increasing_shares(cls, steps: list[float]) -> list[float]:
+        if not all(0 < share < 1 for share in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"canary steps must rise strictly within (0, 1), not {steps}")
+        return steps
 
     @property
     def pg_data_dir(self) -> Path:

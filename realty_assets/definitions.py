@@ -10,10 +10,10 @@ from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
 from realty_assets.checks import FRESHNESS_CHECKS, freshness_checks_sensor
-from realty_assets.jobs import fetch_batch_job, ingest_job, rollback_job, score_job, train_job
+from realty_assets.jobs import fetch_batch_job, ingest_job, rollout_job, score_job, train_job
 from realty_assets.resources import build_resources
 from realty_assets.schedules import source_schedule
-from realty_assets.sensors import drift_sensor, freshness_sensor, source_sensor
+from realty_assets.sensors import drift_sensor, freshness_sensor, rollout_sensor, source_sensor
 
 defs = dg.Definitions(
     assets=[
@@ -27,7 +27,7 @@ defs = dg.Definitions(
         digits_model,
     ],
     asset_checks=FRESHNESS_CHECKS,
-    jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollback_job],
+    jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollout_job],
     schedules=[source_schedule],
     sensors=[
         source_sensor,
@@ -35,6 +35,7 @@ defs = dg.Definitions(
         freshness_sensor,
         freshness_checks_sensor,
         digits_automation_sensor,
+        rollout_sensor,
     ],
     resources=build_resources(get_settings()),
     # One process per run, not per step: a step process costs ~8 s of imports on 2 cores,

@@ -1,11 +1,15 @@
 """The jobs of the code location: fetching one batch, the ingest run of a batch (raw → clean →
-drift → learning chain), the train and score runs the sensors request, and rolling back."""
+drift → learning chain), the train and score runs the sensors request, and moving a rollout by
+hand."""
+
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from realty.ingest.data_api import DataApiError
 from realty.ingest.landing import LandedBatch, land_next_batch
-from realty.model.registry import rollback
+from realty.model import rollout
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
@@ -69,13 +73,27 @@ def fetch_batch_job() -> None:
     fetch_next_batch()
 
 
-@dg.op(description="Swap the price model's aliases 'production' and 'previous'.")
-def swap_production_and_previous(context: dg.OpExecutionContext, mlflow: MlflowResource) -> None:
-    name = mlflow.settings.price_model_name
-    now, before = rollback(mlflow.client(), name)
-    context.log.info(f"{name}: production is v{now} (previous: v{before})")
+class RolloutMove(dg.Config):
+    action: Literal["promote", "rollback", "pause", "resume"] = Field(
+        description="promote: the challenger to production; rollback: the challenger out, or "
+        "with none, production back to previous; pause/resume: the controller's steps"
+    )
+    reason: str = Field("by hand, from Dagster", description="Recorded with the move")
 
 
-@dg.job(description="Roll the price model back: production ← previous (run again to undo).")
-def rollback_job() -> None:
-    swap_production_and_previous()
+@dg.op(description="Move the price model's rollout by hand (one audited rollout event).")
+def move_rollout(
+    context: dg.OpExecutionContext, config: RolloutMove, mlflow: MlflowResource
+) -> None:
+    settings = mlflow.settings
+    change = rollout.MANUAL_MOVES[config.action]
+    event = rollout.move(
+        settings, mlflow.client(), settings.price_model_name, change, config.action,
+        "dagster", config.reason,
+    )  # fmt: skip
+    context.log.info(f"{settings.price_model_name}: {event.after.describe()}")
+
+
+@dg.job(description="Promote, roll back, pause or resume the price model's rollout by hand.")
+def rollout_job() -> None:
+    move_rollout()

@@ -17,11 +17,14 @@
   run; a retrain verdict whose chain did not run (drift_report materialized on its own, or a
   failed training) requests the train run (candidate → gate → SHAP → scoring), tagged with the
   verdict's reasons.
+- ``rollout_sensor`` is the rollout controller: it moves the price model's rollout itself
+  (realty.model.guardrails), no run needed.
 - ``freshness_sensor`` requests a retrain with the reason "stale: ..." when production was
   trained too many batches or hours ago, drift or not.
 """
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -29,6 +32,8 @@ from realty import freshness
 from realty.drift import retrain_trigger
 from realty.ingest.data_api import day_slug, parse_batch_key
 from realty.ingest.landing import landed_keys, source_exhausted
+from realty.model import guardrails
+from realty.model.rollout import RolloutError
 from realty.settings import get_settings
 from realty.store.ledger import VerdictRow, candidate_version, newest_verdict, verdicts_after
 from realty_assets.jobs import fetch_batch_job, ingest_job, score_job, train_job
@@ -194,3 +199,20 @@ def freshness_sensor(
         partition_key=stale.latest_key,
         tags={TRIGGER_TAG: "stale", REASONS_TAG: json.dumps([stale.reason])},
     )
+
+
+@dg.sensor(
+    minimum_interval_seconds=get_settings().rollout_controller_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="The rollout controller: each tick reads the price model's live figures per arm "
+    "from the inference log and moves its rollout: the next step when the bake time passed and "
+    "the guardrails hold, a rollback when one fails (realty.model.guardrails).",
+)
+def rollout_sensor(mlflow: MlflowResource) -> dg.SkipReason:
+    # It moves the aliases itself rather than request a run: a run costs a process start, and
+    # a rollback should take one tick.
+    try:
+        said = guardrails.control(mlflow.settings, mlflow.client(), datetime.now(UTC))
+    except RolloutError as error:
+        said = f"no move: {error}"
+    return dg.SkipReason(said)

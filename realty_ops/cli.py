@@ -16,8 +16,10 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from realty.settings import Settings, get_settings
+from realty_ops import rollout_cli
 
 app = typer.Typer(help="realty: continuous training for house-price models.", no_args_is_help=True)
+app.add_typer(rollout_cli.app, name="rollout")
 console = Console()
 
 
@@ -273,22 +275,6 @@ def status() -> None:
         table.add_row(row.name, state, restarts, row.url)
     console.print(table)
     console.print(ingestion_summary(settings))
-
-
-@app.command()
-def rollback() -> None:
-    """Point the price model's alias `production` back at `previous` (run again to undo)."""
-    from mlflow import MlflowClient
-
-    from realty.model.registry import RollbackError
-    from realty.model.registry import rollback as swap_aliases
-
-    settings = get_settings()
-    try:
-        now, before = swap_aliases(MlflowClient(settings.mlflow_url), settings.price_model_name)
-    except RollbackError as error:
-        raise _fail(str(error)) from error
-    console.print(f"{settings.price_model_name}: production is v{now} (previous: v{before})")
 
 
 @app.command()

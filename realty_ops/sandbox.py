@@ -30,11 +30,12 @@ import pandas as pd
 import psutil
 import uvicorn
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from realty.ingest.cleaning import clean_batch
-from realty.model import registry
+from realty.model import rollout
 from realty.schema import LISTING_COLUMNS
-from realty.settings import REPO_ROOT, Settings
+from realty.settings import REPO_ROOT, SECRET_SETTINGS, Settings
 from realty_ops.stack import Stack, http_ok, read_state, service_env, state_file
 
 
@@ -162,10 +163,11 @@ def app_in_thread(app: object) -> Iterator[str]:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``settings`` as the ``REALTY_*`` variables that recreate it in a child process."""
+    values = settings.model_dump()
+    for name in SECRET_SETTINGS & values.keys():  # SecretStr: its str() is the mask
+        values[name] = values[name] and values[name].get_secret_value()
     env = {
-        f"REALTY_{name.upper()}": str(value)
-        for name, value in settings.model_dump().items()
-        if value is not None
+        f"REALTY_{name.upper()}": str(value) for name, value in values.items() if value is not None
     }
     return {**service_env(settings), **env}
 
@@ -254,8 +256,22 @@ def register_price_model(
     trained = train_and_register(small, client, data, key, "sandbox", ["a sandbox model"])
     version = trained.version.version
     if promote:
-        registry.promote(client, settings.price_model_name, version)
+        rollout.promote(settings, client, settings.price_model_name, version, "sandbox", "sandbox")
     return version
+
+
+def copy_version(client: MlflowClient, name: str, source_name: str, version: str) -> str:
+    """A new version of ``name`` holding the same logged model as ``source_name`` v``version``
+    (a real, distinct version without training again)."""
+    source = client.get_model_version(source_name, version)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    model_id = source.source.removeprefix("models:/")  # MLflow 3: models:/<logged model id>
+    copy = client.create_model_version(name, source.source, run_id=source.run_id, model_id=model_id)
+    return copy.version
 
 
 def register_digits_model(settings: Settings) -> str:

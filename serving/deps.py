@@ -12,7 +12,7 @@ from fastapi import HTTPException, Request
 
 from realty.settings import Settings
 from serving.inference_log import InferenceRecord
-from serving.model_holder import LoadedModel, ModelHolder
+from serving.model_holder import LoadedModel, ModelHolder, RolloutArm
 
 
 async def settings(request: Request) -> Settings:
@@ -37,6 +37,11 @@ def serving_model(request: Request, name: str) -> LoadedModel:
     return loaded
 
 
+def rollout_arm(request: Request, name: str) -> RolloutArm | None:
+    """The challenger of ``name`` in rollout, if one is loaded (read once, like production)."""
+    return request.app.state.models.slots[name].rollout_arm
+
+
 def record(
     request_id: str,
     route: str,
@@ -47,6 +52,7 @@ def record(
     prediction: float | None = None,
     details: dict | None = None,
     interval: dict[str, float] | None = None,
+    role: str = "production",
 ) -> InferenceRecord:
     """One inference log record of an answered prediction (``interval``: a price's
     ``{level, low, high}``)."""
@@ -64,4 +70,5 @@ def record(
         interval_level=interval["level"] if interval else None,
         interval_low=interval["low"] if interval else None,
         interval_high=interval["high"] if interval else None,
+        role=role,
     )

@@ -6,7 +6,7 @@ thread cannot write, and rows that do not fit in the buffer, are appended to a l
 (JSON lines, ``$REALTY_HOME/spool/inference-*.jsonl``) that the thread replays once the database
 answers again, and at start. A batch is COPYed as JSON lines (orjson) into a staging table,
 spread into columns by PostgreSQL (``jsonb_populate_record``) and inserted ``ON CONFLICT
-(request_id, item) DO NOTHING``, so replaying a batch that had in fact been committed before
+(request_id, item, role) DO NOTHING``, so replaying a batch that had in fact been committed before
 its connection broke never duplicates a row. Leaving the columns to PostgreSQL keeps the
 writer's share of the GIL small: formatting the COPY row by row, Python spent ~10 ms on every
 500 rows, time the serving requests waited for.
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class InferenceRecord:
     """One answered prediction. ``request_id`` must be unique per request (the serving API makes
-    it; an id chosen by a client belongs in ``details``): (request_id, item) is the key that makes
-    replays idempotent, so a reused id would drop the later rows."""
+    it; an id chosen by a client belongs in ``details``): (request_id, item, role) is the key that
+    makes replays idempotent, so a reused id would drop the later rows."""
 
     request_id: str
     item: int  # position of the listing within the request (0 for non-price routes)
@@ -63,6 +63,9 @@ class InferenceRecord:
     interval_level: float | None = None
     interval_low: float | None = None
     interval_high: float | None = None
+    # Who answered (realty.model.rollout): "production" or "canary" answered the client;
+    # "shadow" scored the same item off the response path, unseen (docs/rollout.md).
+    role: str = "production"
 
 
 COLUMNS = tuple(field.name for field in fields(InferenceRecord))
@@ -79,7 +82,7 @@ COPY_LINES = (
 INSERT_NEW = (
     f"INSERT INTO inference_log SELECT columns.* FROM {STAGING_TABLE}, "
     "jsonb_populate_record(NULL::inference_log, record) AS columns "
-    "ON CONFLICT (request_id, item) DO NOTHING"
+    "ON CONFLICT (request_id, item, role) DO NOTHING"
 )
 CONNECT_TIMEOUT_S = 5
 # Errors that belong to the records of a batch (a value the encoder or the database refuses),

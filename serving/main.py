@@ -25,9 +25,12 @@ from serving.metrics import (
     batch_families,
     inference_log_families,
     reload_families,
+    rollout_families,
+    shadow_families,
 )
 from serving.routes import digits, history, ops, price
 from serving.routes import vision as vision_routes
+from serving.shadow import ShadowScorer
 
 # A registry that does not answer must not hold a reload for minutes (MLflow's defaults: 120 s
 # timeout, 7 retries with backoff); the poller simply tries again at its next tick. No progress
@@ -67,6 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(app.state.models.start)
     app.state.price_batcher = PriceBatcher(settings.price_interval_level)
     app.state.price_batcher.start()
+    app.state.shadow = ShadowScorer(
+        app.state.inference_log, settings.price_interval_level, settings.serving_shadow_queue
+    )
+    app.state.shadow.start()
     # The ~250,000 objects of the started process (libraries, models) never become garbage:
     # out of the collector's sight, a full collection takes 0 ms instead of ~0.5 s (measured;
     # it would stall every request in flight).
@@ -82,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys.setswitchinterval(switch_interval)
         gc.unfreeze()
         await app.state.price_batcher.stop()
+        await asyncio.to_thread(app.state.shadow.stop)
         app.state.models.stop()
         await asyncio.to_thread(app.state.inference_log.close)
 
@@ -95,6 +103,9 @@ def _collect(app: FastAPI) -> Iterator[Any]:
         slots = state.models.slots
         loaded = {name: s.current.version for name, s in slots.items() if s.current}
         yield from reload_families({name: s.reloads for name, s in slots.items()}, loaded)
+        yield from rollout_families({name: s.rollout_arm for name, s in slots.items()})
+    if hasattr(state, "shadow"):
+        yield from shadow_families(state.shadow.counts)
     if hasattr(state, "price_batcher"):
         yield from batch_families(state.price_batcher.requests, state.price_batcher.batches)
 

@@ -1,11 +1,11 @@
-"""Prometheus metrics of one app: requests and latency per route and model version, the
-inference log's counters and the model reloads (``GET /metrics``).
+"""Prometheus metrics of one app: requests and latency per route, model version and arm, the
+inference log's counters, the model reloads, the rollout and shadow scoring (``GET /metrics``).
 
 Each app has its own ``CollectorRegistry``, so apps built in one process (tests) do not share
 counters. The request metrics come from a plain ASGI middleware (cheaper per request than
-``BaseHTTPMiddleware``); a route says which model version answered by setting
-``request.state.model_version``. Counters that live elsewhere (the inference log writer, the
-model slots) are read at scrape time by a custom collector.
+``BaseHTTPMiddleware``); a route says which model version and arm answered by setting
+``request.state.model_version`` and ``model_arm``. Counters that live elsewhere (the
+inference log writer, the model slots) are read at scrape time by a custom collector.
 """
 
 from __future__ import annotations
@@ -31,21 +31,23 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "realty_requests",
-            "HTTP requests answered, by route, method, status and model version",
-            ["route", "method", "status", "model_version"],
+            "HTTP requests answered, by route, method, status, model version and arm",
+            ["route", "method", "status", "model_version", "arm"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "realty_request_seconds",
-            "Request latency in seconds, by route and model version",
-            ["route", "model_version"],
+            "Request latency in seconds, by route, model version and arm",
+            ["route", "model_version", "arm"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
 
-    def observe(self, route: str, method: str, status: int, version: str, seconds: float) -> None:
-        self.requests.labels(route, method, str(status), version).inc()
-        self.latency.labels(route, version).observe(seconds)
+    def observe(
+        self, route: str, method: str, status: int, version: str, arm: str, seconds: float
+    ) -> None:
+        self.requests.labels(route, method, str(status), version, arm).inc()
+        self.latency.labels(route, version, arm).observe(seconds)
 
     def add_collector(self, collect: Callable[[], Iterator[Any]]) -> None:
         self.registry.register(_FunctionCollector(collect))
@@ -91,6 +93,27 @@ def reload_families(reloads: dict[str, dict[str, int]], loaded: dict[str, str]) 
     yield gauge
 
 
+def rollout_families(arms: dict[str, Any]) -> Iterator[Any]:
+    """Each model's challenger in rollout: its version, stage and canary share."""
+    gauge = GaugeMetricFamily(
+        "realty_rollout_share",
+        "The challenger's share of traffic (0 in shadow), by model, version and stage",
+        labels=["model", "version", "stage"],
+    )
+    for model, arm in arms.items():
+        if arm is not None:
+            gauge.add_metric([model, arm.challenger.version, arm.stage], arm.share)
+    yield gauge
+
+
+def shadow_families(counts: dict[str, int]) -> Iterator[Any]:
+    """Listings scored unseen by the shadow scorer, failed there, or dropped (queue full)."""
+    for name in ("scored", "failed", "dropped"):
+        yield CounterMetricFamily(
+            f"realty_shadow_{name}", f"Listings the shadow scorer {name}", value=counts[name]
+        )
+
+
 def batch_families(requests: int, batches: int) -> Iterator[Any]:
     """Price requests and the model calls that answered them (micro-batching)."""
     yield CounterMetricFamily(
@@ -125,11 +148,12 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            version = scope.get("state", {}).get("model_version", "")
+            state = scope.get("state", {})
             self.metrics.observe(
                 getattr(route, "path", UNMATCHED),
                 scope["method"],
                 status,
-                version,
+                state.get("model_version", ""),
+                state.get("model_arm", "production" if "model_version" in state else ""),
                 time.perf_counter() - started,
             )

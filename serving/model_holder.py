@@ -1,9 +1,10 @@
 """The models the service answers with, reloaded from the registry without a restart.
 
-A ``ModelSlot`` holds one registered model's ``production`` version. ``reload`` (run off the
-request path: by the poller thread or the admin route) asks the registry which version the
-alias points at; when it is another version than the one loaded, it loads it, runs a smoke
-prediction and only then swaps it in, by replacing one reference. A request reads that
+A ``ModelSlot`` holds one registered model's ``production`` version, and during a rollout its
+``challenger`` beside it (``RolloutArm``: shadow or canary, realty.model.rollout). ``reload``
+(run off the request path: by the poller thread or the admin route) asks the registry which
+version each alias points at; when it is another version than the one loaded, it loads it,
+runs a smoke prediction and only then swaps it in, by replacing one reference. A request reads that
 reference once and uses the object it got until it has answered, so requests in flight finish
 on the old version and no request sees a half-loaded model. A version that fails to load or its
 smoke prediction is not swapped in; it is remembered (``/v1/models``, ``/health``) and the
@@ -27,7 +28,8 @@ import numpy as np
 from mlflow import MlflowClient
 
 from realty.model.intervals import DEFAULT_LEVEL
-from realty.model.registry import PRODUCTION, version_by_alias
+from realty.model.registry import CHALLENGER, PRODUCTION
+from realty.model.rollout import CANARY, SHADOW, RolloutState, read_state
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,16 @@ class ReloadAttempt:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RolloutArm:
+    """The challenger in rollout, loaded and smoke-tested, and how it takes traffic: in
+    ``shadow`` it scores every listing unseen; in ``canary`` it answers ``share`` of them."""
+
+    challenger: LoadedModel
+    stage: str  # shadow | canary
+    share: float  # of the listings, in canary
+
+
 def load_price_model(name: str, version: str) -> Any:
     """The fitted ``PriceModel`` (realty.model.price_model) of a version, out of its pyfunc
     wrapper."""
@@ -153,6 +165,9 @@ class ModelSlot:
         self._load = load
         self._smoke = smoke
         self.current: LoadedModel | None = None  # replaced, never mutated: the atomic swap
+        self.rollout_arm: RolloutArm | None = None  # likewise
+        self.rollout_state = RolloutState()  # as the registry said last
+        self.challenger_attempt: ReloadAttempt | None = None
         self.last_attempt: ReloadAttempt | None = None
         self.last_failure: ReloadAttempt | None = None
         self.registry_error: str | None = None
@@ -161,49 +176,81 @@ class ModelSlot:
         self._reloading = threading.Lock()  # one reload of a slot at a time
 
     def reload(self, client: MlflowClient, retry_failed: bool = False) -> ReloadAttempt:
-        """Load the alias's version if it is new (see the module docstring)."""
+        """Load the aliases' versions that are new (see the module docstring); the attempt
+        returned is production's."""
         with self._reloading:
             attempt = self._reload(client, retry_failed)
         self.last_attempt = attempt
-        if attempt.outcome == "failed":
-            self.last_failure = attempt
+        for tried in (attempt, self.challenger_attempt):
+            if tried is not None and tried.outcome == "failed":
+                self.last_failure = tried
         return attempt
 
     def _reload(self, client: MlflowClient, retry_failed: bool) -> ReloadAttempt:
         try:
-            target = version_by_alias(client, self.name, PRODUCTION)
+            state = read_state(client, self.name)
         except Exception as error:  # the registry is down, slow or answering garbage
             self.registry_error = f"{type(error).__name__}: {error}"[:500]
             log.warning("%s: registry unreachable: %s", self.name, self.registry_error)
             return self._attempt("registry error", None, self.registry_error)
         self.registry_error = None
-        if target is None:
+        self.rollout_state = state
+        self._follow_challenger(client, state, retry_failed)
+        if state.production is None:
             return self._attempt("no production version", None, "no version has the alias")
-        version = str(target.version)
-        if self.current is not None and self.current.version == version:
-            return self._attempt("unchanged", version, f"v{version} is loaded")
+        before = self.current
+        self.current, attempt = self._loaded(
+            client, PRODUCTION, state.production, self.current, retry_failed
+        )
+        if self.current is not before:
+            log.info("%s: now serving v%s (was %s)", self.name, state.production,
+                     before and before.version)  # fmt: skip
+        return attempt
+
+    def _follow_challenger(self, client: MlflowClient, state: RolloutState, retry: bool) -> None:
+        """Keep the challenger of a rollout loaded beside production, so that a step or a
+        rollback never waits for a load; drop it when the rollout ends."""
+        if state.challenger is None or state.stage not in (SHADOW, CANARY):
+            self.rollout_arm, self.challenger_attempt = None, None
+            return
+        loaded = self.rollout_arm.challenger if self.rollout_arm else None
+        loaded, self.challenger_attempt = self._loaded(
+            client, CHALLENGER, state.challenger, loaded, retry
+        )
+        self.rollout_arm = loaded and RolloutArm(loaded, state.stage, state.share)
+
+    def _loaded(
+        self,
+        client: MlflowClient,
+        alias: str,
+        version: str,
+        loaded: LoadedModel | None,
+        retry_failed: bool,
+    ) -> tuple[LoadedModel | None, ReloadAttempt]:
+        """``version`` loaded and smoke-tested (``loaded`` itself when it is that version);
+        on a failure, ``loaded`` stays and the version is retried with backoff."""
+        if loaded is not None and loaded.version == version:
+            return loaded, self._attempt("unchanged", version, f"v{version} is loaded")
         retry = self._failed_versions.get(version)
         if retry is not None and not retry_failed and not retry.due(time.monotonic()):
             wait_s = retry.next_at - time.monotonic()
             message = f"v{version} failed before; next retry in {wait_s:.0f} s"
-            return self._attempt("skipped", version, message)
+            return loaded, self._attempt("skipped", version, message)
         try:
             model = self._load(self.name, version)
             self._smoke(model)
+            run_id = client.get_model_version(self.name, version).run_id
         except Exception as error:
             self._failed_versions.setdefault(version, RetrySchedule()).failed(time.monotonic())
             self.reloads["failed"] += 1
-            message = f"v{version} not swapped in: {type(error).__name__}: {error}"[:1000]
+            message = f"{alias} v{version} not swapped in: {type(error).__name__}: {error}"[:1000]
             log.error("%s: %s", self.name, message)
-            return self._attempt("failed", version, message)
+            return loaded, self._attempt("failed", version, message)
         self._failed_versions.pop(version, None)
-        before = self.current.version if self.current else None
-        self.current = LoadedModel(
-            self.name, version, PRODUCTION, datetime.now(UTC), target.run_id, model
-        )
         self.reloads["loaded"] += 1
-        log.info("%s: now serving v%s (was %s)", self.name, version, before)
-        return self._attempt("loaded", version, f"v{version} loaded (was {before})")
+        was = loaded.version if loaded else None
+        new = LoadedModel(self.name, version, alias, datetime.now(UTC), run_id, model)
+        return new, self._attempt("loaded", version, f"{alias} v{version} loaded (was {was})")
 
     @staticmethod
     def _attempt(outcome: str, version: str | None, message: str) -> ReloadAttempt:
@@ -223,6 +270,23 @@ class ModelSlot:
             "status": "degraded" if problems else "ok",
             "version": self.current.version,
             "reason": "; ".join(problems) or None,
+            "rollout": self.rollout(),
+        }
+
+    def rollout(self) -> dict[str, Any] | None:
+        """The registry's rollout and what this process does with it (None: no rollout)."""
+        state, arm = self.rollout_state, self.rollout_arm
+        if state.challenger is None:
+            return None
+        attempt = self.challenger_attempt
+        return {
+            "challenger": state.challenger,
+            "stage": state.stage,
+            "share": state.share,
+            "paused": state.paused,
+            "step_started_at": state.step_started_at,
+            "loaded": arm is not None and arm.challenger.version == state.challenger,
+            "last_attempt": attempt.describe() if attempt else None,
         }
 
 

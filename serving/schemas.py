@@ -91,7 +91,12 @@ IMAGE_MAX_CHARS = 20_000_000
 
 class ModelRef(BaseModel):
     name: str = Field(examples=["realty-price"])
-    version: str = Field(examples=["3"])
+    version: str = Field(
+        examples=["3"], description="The version that answered; during a canary step 3,4"
+    )
+    arm: str = Field(
+        "production", examples=["production"], description="production, canary, or both"
+    )
 
 
 class PriceRequest(RequestBody):
@@ -115,6 +120,8 @@ INTERVAL_FIELD = Field(None, description="Null from a version logged without a c
 class PricePrediction(BaseModel):
     price: float = Field(description="Predicted price in US dollars", examples=[612345.0])
     interval: PriceInterval | None = INTERVAL_FIELD
+    version: str = Field(description="The version that priced this listing", examples=["3"])
+    arm: Literal["production", "canary"] = Field(description="Its arm in a rollout")
 
 
 class PriceResponse(BaseModel):
@@ -198,11 +205,22 @@ class ReloadAttemptInfo(BaseModel):
     message: str
 
 
+class RolloutInfo(BaseModel):
+    challenger: str
+    stage: Literal["none", "shadow", "canary"]
+    share: float = Field(description="The canary's share of listings (0 in shadow)")
+    paused: bool
+    step_started_at: str | None
+    loaded: bool = Field(description="Whether this process has the challenger loaded")
+    last_attempt: ReloadAttemptInfo | None
+
+
 class ModelSlotInfo(BaseModel):
     name: str
     loaded: LoadedModelInfo | None
     last_attempt: ReloadAttemptInfo | None
     last_failure: ReloadAttemptInfo | None
+    rollout: RolloutInfo | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -214,6 +232,7 @@ class ModelHealth(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
     version: str | None
     reason: str | None
+    rollout: RolloutInfo | None = None
 
 
 class HealthResponse(BaseModel):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from realty.model import registry
+from realty.model import registry, rollout
 from realty.model.training import evaluate
 from realty.model.versions import TrainingData, version_metrics
 from realty.settings import Settings
@@ -38,7 +39,8 @@ def _scores(settings: Settings, version: str, data: TrainingData) -> dict[str, f
 def challenge(
     settings: Settings, client: MlflowClient, candidate: ModelVersion, data: TrainingData
 ) -> Challenge:
-    """Gate ``candidate`` against production on ``data.eval``; promote it if it wins."""
+    """Gate ``candidate`` against production on ``data.eval``. A winner becomes production, or,
+    with a staged rollout and a production to protect, the challenger in shadow."""
     name = settings.price_model_name
     champion = registry.version_by_alias(client, name, registry.PRODUCTION)
     # The candidate was scored on this same eval split when it was trained (its version's
@@ -57,8 +59,12 @@ def challenge(
         champion.version if champion else None,
     )
     registry.record_decision(client, name, candidate.version, decision)
+    if decision.promote and champion is not None and settings.rollout == "staged":
+        move = partial(rollout.started, version=candidate.version)
+        rollout.move(settings, client, name, move, "start", "gate", decision.reason)
+        return Challenge(decision, challenger, champion_scores, champion.version, champion_scores)
     if decision.promote:
-        registry.promote(client, name, candidate.version)
+        rollout.promote(settings, client, name, candidate.version, "gate", decision.reason)
         return Challenge(decision, challenger, champion_scores, candidate.version, challenger)
     log.info("kept %s v%s: %s", name, champion.version, decision.reason)
     return Challenge(decision, challenger, champion_scores, champion.version, champion_scores)

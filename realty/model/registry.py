@@ -1,9 +1,9 @@
-"""The MLflow model registry: versions, the aliases ``production`` and ``previous``, the gate.
+"""The MLflow model registry: versions, the aliases they are read by, the gate.
 
-Promotion only happens through ``gate`` + ``promote``: both models scored on the same evaluation
-data, the challenger must beat the champion by a stated margin, and the decision is written on
-the challenger's version as tags (``gate.*``) whether it wins or loses. Aliases are MLflow 3's
-way to point at a version (stages are deprecated).
+Promotion only happens through ``gate`` and a move of ``realty.model.rollout``: both models
+scored on the same evaluation data, the challenger must beat the champion by a stated margin,
+and the decision is written on the challenger's version as tags (``gate.*``) whether it wins or
+loses. Aliases are MLflow 3's way to point at a version (stages are deprecated).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
-PRODUCTION = "production"
-PREVIOUS = "previous"
+PRODUCTION = "production"  # serves
+PREVIOUS = "previous"  # the production before; a rollback's target
+CHALLENGER = "challenger"  # in rollout (realty.model.rollout): shadow, then canary
 
 log = logging.getLogger(__name__)
 
@@ -116,35 +117,3 @@ def register(
 def record_decision(client: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, version, key, value)
-
-
-def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Point ``production`` at ``version`` and ``previous`` at the former champion (returned)."""
-    champion = version_by_alias(client, name, PRODUCTION)
-    if champion is not None and champion.version != str(version):
-        client.set_registered_model_alias(name, PREVIOUS, champion.version)
-    client.set_registered_model_alias(name, PRODUCTION, str(version))
-    log.info("%s production: v%s (previous: %s)", name, version, champion and champion.version)
-    return champion.version if champion else None
-
-
-class RollbackError(RuntimeError):
-    pass
-
-
-def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
-    """Swap ``production`` and ``previous``; return (new production, new previous) versions.
-
-    Rolling back twice restores the original state, so a rollback can itself be undone."""
-    champion = version_by_alias(client, name, PRODUCTION)
-    former = version_by_alias(client, name, PREVIOUS)
-    if champion is None or former is None:
-        raise RollbackError(
-            f"{name} has no {'production' if champion is None else 'previous'} version "
-            "to roll back from"
-        )
-    client.set_registered_model_alias(name, PRODUCTION, former.version)
-    client.set_registered_model_alias(name, PREVIOUS, champion.version)
-    client.set_model_version_tag(name, former.version, "rollback.from", champion.version)
-    log.warning("%s rolled back: production v%s -> v%s", name, champion.version, former.version)
-    return former.version, champion.version

@@ -6,7 +6,7 @@ import dagster as dg
 import mlflow as mlflow_api
 
 from realty.digits import train_digits
-from realty.model import registry
+from realty.model import registry, rollout
 from realty.settings import get_settings
 from realty_assets.resources import MlflowResource
 
@@ -64,7 +64,10 @@ def digits_model(mlflow: MlflowResource) -> dg.MaterializeResult:
         f"8x8 digits, test accuracy {result.accuracy:.4f}",
         model_description="Digit (0-9) of an 8x8 image with values 0-16",
     )
-    registry.promote(client, settings.digits_model_name, version.version)
+    reason = f"accuracy {result.accuracy:.4f} on the held-out digits"
+    rollout.promote(
+        settings, client, settings.digits_model_name, version.version, "dagster", reason
+    )
     return dg.MaterializeResult(
         metadata={
             "version": version.version,

@@ -64,7 +64,8 @@ def metrics(request: Request) -> Response:
 
 @router.get("/v1/models")
 def models(holder: ModelHolder = Depends(deps.model_holder)) -> ModelsResponse:
-    """The versions loaded now, and each model's last reload attempt and last failure."""
+    """The versions loaded now, each model's last reload attempt and last failure, and its
+    rollout (the challenger, its stage and share, whether it is loaded here)."""
     return ModelsResponse(
         models=[
             {
@@ -72,6 +73,7 @@ def models(holder: ModelHolder = Depends(deps.model_holder)) -> ModelsResponse:
                 "loaded": slot.current.describe() if slot.current else None,
                 "last_attempt": slot.last_attempt.describe() if slot.last_attempt else None,
                 "last_failure": slot.last_failure.describe() if slot.last_failure else None,
+                "rollout": slot.rollout(),
             }
             for name, slot in holder.slots.items()
         ],

@@ -12,48 +12,87 @@ from fastapi.responses import JSONResponse
 
 from realty.model.price_model import PricedRows
 from realty.settings import Settings
-from serving import deps
+from serving import deps, routing
 from serving.schemas import ExplainRequest, ExplainResponse, PriceRequest, PriceResponse
+from serving.shadow import ShadowJob
 
 router = APIRouter(prefix="/v1/price", tags=["price"])
 
 NO_MODEL = {503: {"description": "No production version of the price model is loaded"}}
+ANSWERED_BY = {
+    "X-Model-Version": {"schema": {"type": "string"}, "description": "e.g. 3, or 3,4 (canary)"},
+    "X-Model-Arm": {"schema": {"type": "string"}, "description": "production and/or canary"},
+}
 
 
 @router.post(
     "/predict",
     response_model=PriceResponse,
-    responses={200: {"headers": {"X-Model-Version": {"schema": {"type": "string"}}}}, **NO_MODEL},
+    responses={200: {"headers": ANSWERED_BY}, **NO_MODEL},
 )
 async def predict_price(
     body: PriceRequest, request: Request, settings: Settings = Depends(deps.settings)
 ) -> JSONResponse:
-    """Price each listing with the production version of the price model (named in the answer
-    and in the ``X-Model-Version`` header)."""
+    """Price each listing with the production version of the price model, or, during a canary
+    step, the challenger for the listings routed to it (each prediction names its version and
+    arm; so do the body's ``model`` and the ``X-Model-Version`` / ``X-Model-Arm`` headers)."""
     started = time.perf_counter()
-    loaded = deps.serving_model(request, settings.price_model_name)
+    name = settings.price_model_name
+    production, arm = deps.serving_model(request, name), deps.rollout_arm(request, name)
     listings = [listing.fields() for listing in body.listings]
-    priced = await request.app.state.price_batcher.predict(loaded, listings)
-    prices, bounds = priced.price.tolist(), intervals(priced)
     request_id, route = uuid.uuid4().hex, "/v1/price/predict"
-    latency_ms = (time.perf_counter() - started) * 1000
-    request.app.state.inference_log.submit(
-        [
-            deps.record(request_id, route, loaded, latency_ms, item, listing, price, None, bound)
-            for item, (listing, price, bound) in enumerate(
-                zip(listings, prices, bounds, strict=True)
-            )
-        ]
+    answers = await routing.price_listings(
+        request.app.state.price_batcher, production, arm, listings, request_id
     )
+    predictions: list[dict | None] = [None] * len(listings)
+    records = []
+    latency_ms = (time.perf_counter() - started) * 1000
+    for answer in answers:
+        records += _answer_records(request_id, route, latency_ms, answer, listings, predictions)
+    request.app.state.inference_log.submit(records)
+    if (shadow := routing.shadow_of(production, arm, answers)) is not None:
+        loaded, items = shadow
+        job = ShadowJob(loaded, request_id, route, items, [listings[i] for i in items])
+        request.app.state.shadow.submit(job)
+    versions = ",".join(dict.fromkeys(p["version"] for p in predictions))
+    arms = ",".join(dict.fromkeys(p["arm"] for p in predictions))
+    request.state.model_version, request.state.model_arm = versions, arms
     # Built by hand, not validated back through PriceResponse: this is the hot path.
     content = {
         "request_id": request_id,
-        "model": {"name": loaded.name, "version": loaded.version},
-        "predictions": [
-            {"price": price, "interval": bound} for price, bound in zip(prices, bounds, strict=True)
-        ],
+        "model": {"name": name, "version": versions, "arm": arms},
+        "predictions": predictions,
     }
-    return JSONResponse(content, headers={"X-Model-Version": loaded.version})
+    return JSONResponse(content, headers={"X-Model-Version": versions, "X-Model-Arm": arms})
+
+
+def _answer_records(
+    request_id: str,
+    route: str,
+    latency_ms: float,
+    answer: routing.Answer,
+    listings: list[dict],
+    predictions: list[dict | None],
+) -> list:
+    """``answer``'s inference log records; its predictions go into ``predictions``."""
+    loaded, role = answer.loaded, answer.role
+    if answer.priced is None:  # a failed canary: logged as its failure, answered by production
+        details = {"error": answer.error}
+        return [
+            deps.record(request_id, route, loaded, latency_ms, item, listings[item], None,
+                        details, role=role)
+            for item in answer.items
+        ]  # fmt: skip
+    records = []
+    priced = zip(answer.items, answer.priced.price.tolist(), intervals(answer.priced), strict=True)
+    for item, price, bound in priced:
+        predictions[item] = {"price": price, "interval": bound, "version": loaded.version,
+                             "arm": role}  # fmt: skip
+        records.append(
+            deps.record(request_id, route, loaded, latency_ms, item, listings[item], price,
+                        None, bound, role=role)
+        )  # fmt: skip
+    return records
 
 
 @router.post("/explain", responses={**NO_MODEL, 422: {"description": "Invalid listing"}})

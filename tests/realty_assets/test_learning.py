@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_digits
 
-from realty.model import registry
+from realty.model import registry, rollout
 from realty.verdict import judge_batch
 from realty_assets import jobs, sensors
 from realty_assets.assets.digits import digits_model
@@ -127,7 +127,25 @@ def test_a_worse_challenger_is_not_promoted(loop: Loop) -> None:
     assert client.get_model_version(name, candidate).tags["gate.decision"] == "rejected"
 
 
-def test_rollback_job_swaps_production_and_previous(loop: Loop) -> None:
+def test_a_winner_under_a_staged_rollout_becomes_the_challenger(loop: Loop) -> None:
+    loop.step()
+    client = MlflowClient(loop.settings.mlflow_url)
+    name = loop.settings.price_model_name
+    champion = rollout.read_state(client, name).production
+    staged = loop.settings.model_copy(update={"rollout": "staged", "promotion_margin": -1.0})
+
+    _retrain_by_hand(Loop(staged, loop.instance))
+
+    state = rollout.read_state(client, name)
+    assert state.production == champion  # production keeps serving
+    assert state.challenger not in (None, champion) and state.stage == "shadow"
+    [start, *_] = rollout.events(loop.settings, name)
+    assert (start["action"], start["actor"]) == ("start", "gate")
+    assert "beats production" in start["reason"]
+    rollout.move(loop.settings, client, name, rollout.aborted, "rollback", "test", "cleanup")
+
+
+def test_rollout_job_rolls_production_back_to_previous(loop: Loop) -> None:
     loop.step()
     client = MlflowClient(loop.settings.mlflow_url)
     name = loop.settings.price_model_name
@@ -136,11 +154,14 @@ def test_rollback_job_swaps_production_and_previous(loop: Loop) -> None:
     older, newer = sorted(
         (v.version for v in client.search_model_versions(f"name = '{name}'")), key=int
     )[-2:]
-    registry.promote(client, name, older)
-    registry.promote(client, name, newer)
+    if rollout.read_state(client, name).production != older:
+        rollout.promote(loop.settings, client, name, older, "test", "setting up")
+    rollout.promote(loop.settings, client, name, newer, "test", "setting up")
 
-    result = jobs.rollback_job.execute_in_process(
-        instance=loop.instance, resources={"mlflow": loop.resources["mlflow"]}
+    result = jobs.rollout_job.execute_in_process(
+        run_config=dg.RunConfig({"move_rollout": jobs.RolloutMove(action="rollback")}),
+        instance=loop.instance,
+        resources={"mlflow": loop.resources["mlflow"]},
     )
 
     assert result.success

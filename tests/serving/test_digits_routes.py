@@ -38,7 +38,11 @@ def test_v1_digits_names_the_version_that_read_the_image(
     assert response.json() == {
         "request_id": "r-1",
         "prediction": 8,
-        "model": {"name": "digits", "version": production_models.digits_version},
+        "model": {
+            "name": "digits",
+            "version": production_models.digits_version,
+            "arm": "production",
+        },
     }
 
 

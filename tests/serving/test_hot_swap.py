@@ -11,30 +11,15 @@ import httpx
 import mlflow
 import psycopg
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from sklearn.dummy import DummyRegressor
 
-from realty.model import registry
+from realty.model import registry, rollout
 from realty.model.price_model import PriceModel
-from realty_ops.sandbox import ServingProcess
+from realty_ops.sandbox import ServingProcess, copy_version
 from serving.schemas import EXAMPLE_LISTING
 
 SWAP_MODEL = "realty-price-swap"  # its own name: the session's realty-price stays as it is
 CLIENTS = 16
-
-
-def copy_version(client: MlflowClient, name: str, source_name: str, version: str) -> str:
-    """A new version of ``name`` holding the same logged model as ``source_name`` v``version``
-    (a real, distinct version without training again)."""
-    source = client.get_model_version(source_name, version)
-    try:
-        client.create_registered_model(name)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    model_id = source.source.removeprefix("models:/")  # MLflow 3: models:/<logged model id>
-    copy = client.create_model_version(name, source.source, run_id=source.run_id, model_id=model_id)
-    return copy.version
 
 
 def unfitted_version(client: MlflowClient, name: str) -> str:
@@ -104,7 +89,7 @@ def test_promotions_under_load_swap_without_a_failed_request(production_models) 
     client = MlflowClient(settings.mlflow_url)
     source = ("realty-price", production_models.price_version)
     first = copy_version(client, SWAP_MODEL, *source)
-    registry.promote(client, SWAP_MODEL, first)
+    rollout.promote(settings, client, SWAP_MODEL, first, "test", "first")
     server = ServingProcess(
         settings.model_copy(update={"price_model_name": SWAP_MODEL}),
         REALTY_SERVING_POLL_INTERVAL_S="0.5",
@@ -114,12 +99,12 @@ def test_promotions_under_load_swap_without_a_failed_request(production_models) 
         with Hammer(url) as hammer:
             hammer.wait_for(first)
             second = copy_version(client, SWAP_MODEL, *source)
-            registry.promote(client, SWAP_MODEL, second)
+            rollout.promote(settings, client, SWAP_MODEL, second, "test", "second")
             hammer.wait_for(second)
             time.sleep(1.0)  # everyone is on the new version now
 
             broken = unfitted_version(client, SWAP_MODEL)
-            registry.promote(client, SWAP_MODEL, broken)
+            rollout.promote(settings, client, SWAP_MODEL, broken, "test", "broken")
             deadline = time.monotonic() + 60
             while True:
                 models = httpx.get(f"{server.url}/v1/models").json()["models"]

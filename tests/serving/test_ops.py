@@ -79,6 +79,7 @@ def test_health_models_and_metrics_of_a_healthy_service(serving_server, producti
         "status": "ok",
         "version": production_models.price_version,
         "reason": None,
+        "rollout": None,
     }
     assert health["models"]["digits"]["version"] == production_models.digits_version
 
@@ -97,7 +98,7 @@ def test_health_models_and_metrics_of_a_healthy_service(serving_server, producti
     version = production_models.price_version
     lines = metrics.text.splitlines()
     ok = (
-        f'realty_requests_total{{method="POST",model_version="{version}",'
+        f'realty_requests_total{{arm="production",method="POST",model_version="{version}",'
         f'route="/v1/price/predict",status="200"}}'
     )
     assert any(line.startswith(ok) and float(line.split()[-1]) >= 3 for line in lines)
@@ -109,6 +110,8 @@ def test_health_models_and_metrics_of_a_healthy_service(serving_server, producti
     for name in ("queue_depth", "rows_written_total", "rows_spooled_total", "rows_dropped_total"):
         assert any(line.startswith(f"realty_inference_log_{name} ") for line in lines), name
     assert f'realty_model_loaded{{model="realty-price",version="{version}"}} 1.0' in lines
+    for name in ("scored", "failed", "dropped"):
+        assert any(line.startswith(f"realty_shadow_{name}_total ") for line in lines), name
 
 
 def test_the_admin_reload_needs_the_token(serving_server) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from realty.model import registry
+from realty.model import registry, rollout
 from realty.model.features import feature_frame, feature_rows, prepare_features
 from realty.model.hgb_rows import HgbRows
 from realty.model.price_model import HGB_ROWS_MAX, client_example, log_price_model
@@ -132,8 +132,10 @@ def test_predict_names_the_version_and_matches_the_registered_model(
     assert response.status_code == 200, response.text
     body = response.json()
     version = production_models.price_version
-    assert body["model"] == {"name": "realty-price", "version": version}
+    assert body["model"] == {"name": "realty-price", "version": version, "arm": "production"}
     assert response.headers["X-Model-Version"] == version
+    assert response.headers["X-Model-Arm"] == "production"
+    assert {(p["version"], p["arm"]) for p in body["predictions"]} == {(version, "production")}
     assert len(body["request_id"]) == 32
     expected = mlflow.pyfunc.load_model(f"models:/realty-price/{version}").predict(
         pd.DataFrame(listings)
@@ -178,7 +180,7 @@ def version_before_intervals(production_models) -> str:
     with mlflow.start_run(run_name="before intervals"):
         info = log_price_model(model, "model", production_models.listings.head(5))
     version = registry.register(client, BEFORE_INTERVALS, info, {}, "no calibration").version
-    registry.promote(client, BEFORE_INTERVALS, version)
+    rollout.promote(settings, client, BEFORE_INTERVALS, version, "test", "old")
     return version
 
 

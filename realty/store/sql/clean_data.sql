@@ -90,3 +90,21 @@ CREATE TABLE IF NOT EXISTS batch_predictions (
     predicted_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (batch_key, row_index)
 );
+
+-- Every move of a model's aliases and rollout state (realty/model/rollout.py), in order: who
+-- or what decided, why, the state before and after, the live figures then. A move is written
+-- here before MLflow is touched and marked applied after: a row with applied_at null is a move
+-- a crash interrupted, which the next move (or `realty rollout status`) completes first.
+CREATE TABLE IF NOT EXISTS rollout_events (
+    event_id     bigserial PRIMARY KEY,
+    model_name   text NOT NULL,
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    applied_at   timestamptz,
+    action       text NOT NULL,    -- start | step | promote | rollback | pause | resume
+    actor        text NOT NULL,    -- gate | controller | cli | dagster
+    reason       text NOT NULL,
+    before       jsonb NOT NULL,   -- RolloutState.as_json()
+    after        jsonb NOT NULL,
+    metrics      jsonb
+);
+CREATE INDEX IF NOT EXISTS rollout_events_model ON rollout_events (model_name, event_id);

@@ -86,3 +86,14 @@ ALTER TABLE inference_log
     ADD COLUMN IF NOT EXISTS interval_level double precision,
     ADD COLUMN IF NOT EXISTS interval_low double precision,
     ADD COLUMN IF NOT EXISTS interval_high double precision;
+-- Who answered (realty.model.rollout): production or canary answered the client, shadow scored
+-- the same item unseen. The key gains the role, so a shadow row pairs with its answered row.
+ALTER TABLE inference_log ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'production';
+DO $$
+BEGIN
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+        WHERE conname = 'inference_log_pkey') = 2 THEN
+        ALTER TABLE inference_log DROP CONSTRAINT inference_log_pkey;
+        ALTER TABLE inference_log ADD PRIMARY KEY (request_id, item, role);
+    END IF;
+END $$;

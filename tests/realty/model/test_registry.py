@@ -1,4 +1,4 @@
-"""The registry helpers against a real MLflow server: versions, aliases, gate, rollback."""
+"""The registry helpers against a real MLflow server: versions, the gate, its record."""
 
 from __future__ import annotations
 
@@ -8,17 +8,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from realty.model.registry import (
-    PREVIOUS,
-    PRODUCTION,
-    RollbackError,
-    gate,
-    promote,
-    record_decision,
-    register,
-    rollback,
-    version_by_alias,
-)
+from realty.model import rollout
+from realty.model.registry import PRODUCTION, gate, record_decision, register, version_by_alias
 
 
 class Constant(mlflow.pyfunc.PythonModel):
@@ -47,34 +38,17 @@ def test_gate_needs_the_margin(challenger: float, champion: float, promoted: boo
     assert decision.as_tags()["gate.decision"] == ("promoted" if promoted else "rejected")
 
 
-def _new_version(client: MlflowClient, name: str) -> str:
+def new_version(client: MlflowClient, name: str) -> str:
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant())
     return register(client, name, info, {"k": "v"}, "test").version
 
 
-def test_promotion_moves_aliases_and_rollback_swaps_them(mlflow_settings) -> None:
-    client = MlflowClient(mlflow_settings.mlflow_url)
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    assert version_by_alias(client, name, PRODUCTION) is None  # no such model yet
-    first, second = _new_version(client, name), _new_version(client, name)
-
-    assert promote(client, name, first) is None
-    assert promote(client, name, second) == first
-    assert version_by_alias(client, name, PRODUCTION).version == second
-    assert version_by_alias(client, name, PREVIOUS).version == first
-
-    assert rollback(client, name) == (first, second)
-    assert version_by_alias(client, name, PRODUCTION).version == first
-    assert version_by_alias(client, name, PREVIOUS).version == second
-    assert client.get_model_version(name, first).tags["rollback.from"] == second
-
-
 def test_a_losing_challenger_keeps_production_and_records_why(mlflow_settings) -> None:
     client = MlflowClient(mlflow_settings.mlflow_url)
     name = f"test-{uuid.uuid4().hex[:8]}"
-    champion, challenger = _new_version(client, name), _new_version(client, name)
-    promote(client, name, champion)
+    champion, challenger = new_version(client, name), new_version(client, name)
+    rollout.promote(mlflow_settings, client, name, champion, "test", "the champion")
 
     decision = gate(110_000, 100_000, margin=0.02, champion_version=champion)
     record_decision(client, name, challenger, decision)
@@ -84,11 +58,3 @@ def test_a_losing_challenger_keeps_production_and_records_why(mlflow_settings) -
     assert tags["gate.decision"] == "rejected"
     assert tags["gate.champion_version"] == champion
     assert "does not beat production" in tags["gate.reason"]
-
-
-def test_rollback_without_a_previous_version_is_a_clear_error(mlflow_settings) -> None:
-    client = MlflowClient(mlflow_settings.mlflow_url)
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    promote(client, name, _new_version(client, name))
-    with pytest.raises(RollbackError, match="no previous version"):
-        rollback(client, name)

@@ -1,0 +1,161 @@
+"""The rollout controller's judgement: the live figures of each arm since the step began, read
+from ``raw_data.inference_log``, and the move they call for.
+
+Figures (price route, this step's window): the challenger's scored listings (as canary or in
+shadow), its error rate (listings it failed to price), the p99 latency of the answered
+listings per arm, and the divergence: the median |log(challenger / production)| over the
+listings both priced, joined on request id and item (serving makes those pairs: production's
+answer and the challenger's shadow, or the canary's answer and production's shadow).
+
+A guardrail is judged once the challenger has ``rollout_min_requests`` listings; one that fails
+rolls it back at once, whatever the bake time. A step ends when its time is up with the
+guardrails holding: shadow → the first canary share → … → production. Paused: no step is taken,
+but a failing guardrail still rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from functools import partial
+
+from realty.model import rollout
+from realty.model.rollout import CANARY, SHADOW, RolloutState
+from realty.settings import Settings
+from realty.store.db import connect
+
+PRICE_ROUTE = "/v1/price/predict"
+
+FIGURES = """
+WITH step AS (
+    SELECT request_id, item, role, model_version, latency_ms, prediction FROM inference_log
+    WHERE model_name = %(name)s AND route = %(route)s AND logged_at >= %(since)s
+),
+challenger AS (SELECT * FROM step WHERE model_version = %(challenger)s),
+production AS (SELECT * FROM step WHERE model_version = %(production)s)
+SELECT
+    (SELECT count(*) FROM challenger),
+    (SELECT count(*) FROM challenger WHERE prediction IS NULL),
+    (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FROM challenger
+     WHERE role = 'canary'),
+    (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FROM production
+     WHERE role = 'production'),
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ln(c.prediction / p.prediction)))
+     FROM challenger c JOIN production p USING (request_id, item)
+     WHERE c.prediction > 0 AND p.prediction > 0),
+    (SELECT count(*) FROM production WHERE role = 'production')
+"""
+
+
+@dataclass(frozen=True)
+class ArmFigures:
+    challenger_rows: int
+    challenger_errors: int
+    canary_p99_ms: float | None
+    production_p99_ms: float | None
+    divergence: float | None  # median |log ratio| on shared listings
+    production_rows: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.challenger_errors / self.challenger_rows if self.challenger_rows else 0.0
+
+    def as_json(self) -> dict[str, float | int | None]:
+        return {**asdict(self), "error_rate": self.error_rate}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # step | promote | rollback
+    change: Callable[[RolloutState], RolloutState]
+    reason: str
+
+
+def figures(settings: Settings, state: RolloutState) -> ArmFigures:
+    """The live figures of ``state``'s step (which must have a challenger)."""
+    with connect("raw_data", settings) as conn:
+        row = conn.execute(
+            FIGURES,
+            {
+                "name": settings.price_model_name,
+                "route": PRICE_ROUTE,
+                "since": datetime.fromisoformat(state.step_started_at),
+                "challenger": state.challenger,
+                "production": state.production,
+            },
+        ).fetchone()
+    return ArmFigures(*row)
+
+
+def failed_guardrails(figures: ArmFigures, settings: Settings) -> list[str]:
+    """What is wrong with the challenger (empty: nothing, or too few listings to say)."""
+    if figures.challenger_rows < settings.rollout_min_requests:
+        return []
+    failures = []
+    if figures.error_rate > settings.rollout_max_error_rate:
+        failures.append(
+            f"error rate {figures.error_rate:.1%} > {settings.rollout_max_error_rate:.1%}"
+        )
+    if figures.canary_p99_ms is not None and figures.canary_p99_ms > settings.rollout_max_p99_ms:
+        failures.append(
+            f"canary p99 {figures.canary_p99_ms:.0f} ms > {settings.rollout_max_p99_ms:.0f} ms"
+        )
+    if figures.divergence is not None and figures.divergence > settings.rollout_max_divergence:
+        failures.append(
+            f"divergence {figures.divergence:.3f} > {settings.rollout_max_divergence:.3f} "
+            "(median |log(challenger / production)|)"
+        )
+    return failures
+
+
+def decide(
+    state: RolloutState, figures: ArmFigures, settings: Settings, now: datetime
+) -> Decision | None:
+    """The controller's move for ``state`` given its step's ``figures`` (None: hold)."""
+    failures = failed_guardrails(figures, settings)
+    if failures:
+        return Decision("rollback", rollout.aborted, "guardrail failed: " + "; ".join(failures))
+    if state.paused or figures.challenger_rows < settings.rollout_min_requests:
+        return None
+    age = state.step_age_s(now)
+    held = f"held {age:.0f} s over {figures.challenger_rows} listings, guardrails pass"
+    steps = settings.rollout_canary_steps
+    if state.stage == SHADOW and age >= settings.rollout_shadow_s:
+        if not steps:
+            return Decision("promote", rollout.promoted, f"shadow {held}")
+        return Decision("step", partial(rollout.stepped, share=steps[0]), f"shadow {held}")
+    if state.stage == CANARY and age >= settings.rollout_bake_s:
+        later = [share for share in steps if share > state.share]
+        where = f"canary {state.share:.0%} {held}"
+        if not later:
+            return Decision("promote", rollout.promoted, where)
+        return Decision("step", partial(rollout.stepped, share=later[0]), where)
+    return None
+
+
+def control(settings: Settings, client, now: datetime) -> str:
+    """One controller tick on the price model: read, decide, move; say what happened."""
+    name = settings.price_model_name
+    state = rollout.read_state(client, name)
+    if state.challenger is None or state.step_started_at is None:
+        return f"{name}: no rollout"
+    live = figures(settings, state)
+    decision = decide(state, live, settings, now)
+    if decision is None:
+        return f"{name}: {state.describe()}; holding ({live.challenger_rows} listings)"
+    event = rollout.move(
+        settings, client, name, partial(_unless_moved, state, decision.change),
+        decision.action, "controller", decision.reason, live.as_json(),
+    )  # fmt: skip
+    return f"{name}: {decision.action}: {event.after.describe()} ({decision.reason})"
+
+
+def _unless_moved(
+    judged: RolloutState, change: Callable[[RolloutState], RolloutState], current: RolloutState
+) -> RolloutState:
+    """``change`` of ``current`` if it is still the step the figures were read for (a person
+    may have moved the rollout meanwhile)."""
+    if current != judged:
+        raise rollout.RolloutError("the rollout moved while the controller judged it")
+    return change(current)

@@ -1,0 +1,136 @@
+"""A rollout through real uvicorn, MLflow and PostgreSQL: shadow rows pair 1:1 with the answered
+ones, the canary gets its share of listings, always the same ones, and no request fails
+through the moves."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import httpx
+import psycopg
+import pytest
+from mlflow import MlflowClient
+
+from realty.model import rollout
+from realty_ops.sandbox import ServingProcess, copy_version
+from serving.schemas import EXAMPLE_LISTING
+
+ROLLOUT_MODEL = "realty-price-rollout"
+LISTINGS = 10_000
+REQUEST_LISTINGS = 1_000
+
+
+def listings() -> list[dict]:
+    """Distinct listings: each its own street (the identity the canary hashes)."""
+    return [{**EXAMPLE_LISTING, "street": 1_000_000 + i} for i in range(LISTINGS)]
+
+
+class Rollout:
+    def __init__(self, production_models) -> None:
+        self.settings = production_models.settings.model_copy(
+            update={"price_model_name": ROLLOUT_MODEL}
+        )
+        self.client = MlflowClient(self.settings.mlflow_url)
+        source = ("realty-price", production_models.price_version)
+        self.champion = copy_version(self.client, ROLLOUT_MODEL, *source)
+        self.challenger = copy_version(self.client, ROLLOUT_MODEL, *source)
+        rollout.promote(self.settings, self.client, ROLLOUT_MODEL, self.champion, "test", "v1")
+        self.server = ServingProcess(self.settings, REALTY_SERVING_POLL_INTERVAL_S="0.3")
+
+    def move(self, change, action: str) -> None:
+        rollout.move(self.settings, self.client, ROLLOUT_MODEL, change, action, "test", action)
+
+    def wait_for(self, stage: str | None) -> None:
+        """Until the service follows the registry's rollout (None: no rollout)."""
+        deadline = time.monotonic() + 60
+        while True:
+            models = httpx.get(f"{self.server.url}/v1/models").json()["models"]
+            seen = next(m for m in models if m["name"] == ROLLOUT_MODEL)["rollout"]
+            if (seen is None and stage is None) or (
+                seen and seen["stage"] == stage and seen["loaded"]
+            ):
+                return
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+
+    def price(self, batch: list[dict]) -> list[tuple[str, list[dict]]]:
+        """(request id, predictions) per request of ``REQUEST_LISTINGS``; every one a 200."""
+        answers = []
+        for start in range(0, len(batch), REQUEST_LISTINGS):
+            body = {"listings": batch[start : start + REQUEST_LISTINGS]}
+            response = httpx.post(f"{self.server.url}/v1/price/predict", json=body, timeout=60)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert response.headers["X-Model-Arm"] == answer["model"]["arm"]
+            answers.append((answer["request_id"], answer["predictions"]))
+        return answers
+
+    def logged(self, request_ids: list[str], rows: int) -> list[tuple]:
+        """(request_id, item, role, model_version, prediction) of the requests, once all
+        ``rows`` are written."""
+        deadline = time.monotonic() + 60
+        with psycopg.connect(self.settings.database_url("raw_data"), autocommit=True) as conn:
+            while True:
+                found = conn.execute(
+                    "SELECT request_id, item, role, model_version, prediction FROM inference_log "
+                    "WHERE request_id = ANY(%s)",
+                    (request_ids,),
+                ).fetchall()
+                if len(found) >= rows or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def staged(production_models):
+    staged = Rollout(production_models)
+    with staged.server:
+        yield staged
+
+
+def test_shadow_scores_every_listing_unseen_and_pairs_with_production(staged: Rollout) -> None:
+    staged.move(partial(rollout.started, version=staged.challenger), "start")
+    staged.wait_for("shadow")
+    batch = listings()[:2_000]
+
+    answers = staged.price(batch)
+
+    assert {p["version"] for _, ps in answers for p in ps} == {staged.champion}
+    request_ids = [request_id for request_id, _ in answers]
+    rows = staged.logged(request_ids, 2 * len(batch))
+    by_role = {
+        role: {(r, i) for r, i, rl, _, _ in rows if rl == role} for role in ("production", "shadow")
+    }
+    assert len(by_role["production"]) == len(by_role["shadow"]) == len(batch)
+    assert by_role["production"] == by_role["shadow"]  # 1:1, joined on request id and item
+    assert {v for _, _, role, v, _ in rows if role == "shadow"} == {staged.challenger}
+
+
+def test_the_canary_answers_its_share_and_the_same_listings_every_time(staged: Rollout) -> None:
+    staged.move(partial(rollout.stepped, share=0.05), "step")
+    staged.wait_for("canary")
+    batch = listings()
+
+    first = [p["arm"] for _, ps in staged.price(batch) for p in ps]
+    again = staged.price(batch)
+
+    share = first.count("canary") / len(first)
+    assert 0.043 <= share <= 0.057, share  # 5% ± 0.7%
+    assert [p["arm"] for _, ps in again for p in ps] == first
+    canary = {p["version"] for _, ps in again for p in ps if p["arm"] == "canary"}
+    assert canary == {staged.challenger}
+    # Production scores the canary's listings unseen: every canary price has a partner.
+    request_ids = [request_id for request_id, _ in again]
+    answered = len(batch) + first.count("canary")
+    rows = staged.logged(request_ids, answered)
+    canary_keys = {(r, i) for r, i, role, _, _ in rows if role == "canary"}
+    shadow_keys = {(r, i) for r, i, role, v, _ in rows if role == "shadow" and v == staged.champion}
+    assert canary_keys == shadow_keys and len(canary_keys) == first.count("canary")
+
+
+def test_a_rollback_sends_everything_back_to_production(staged: Rollout) -> None:
+    staged.move(rollout.aborted, "rollback")
+    staged.wait_for(None)
+    arms = {(p["arm"], p["version"]) for _, ps in staged.price(listings()[:1_000]) for p in ps}
+    assert arms == {("production", staged.champion)}
