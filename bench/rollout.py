@@ -120,7 +120,9 @@ class Bench:
         while time.monotonic() < deadline:
             models = httpx.get(f"{self.serving.url}/v1/models").json()["models"]
             seen = next(m for m in models if m["name"] == self.name)["rollout"]
-            if seen is None if stage is None else seen["stage"] == stage and seen["loaded"]:
+            if (seen is None and stage is None) or (
+                seen and seen["stage"] == stage and seen["loaded"]
+            ):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"serving did not follow the rollout to {stage}")

@@ -138,8 +138,11 @@ def _listed_price(label: str | None, listing: dict[str, Any]) -> float | None:
     return preset.listed_price
 
 
-def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> None:
-    """The price model's versions from MLflow; two of them compared by their SHAP reports."""
+def models_tab(
+    registry: RegistryClient, serving: ServingClient, model_name: str, demo: gr.Blocks
+) -> None:
+    """The price model's versions from MLflow; its rollout as serving follows it (actions stay
+    in the CLI and Dagster); two versions compared by their SHAP reports."""
     gr.Markdown(
         f"Every version of **{model_name}** in the MLflow registry: why it was trained, on which "
         "batches, how well it scored and what the champion/challenger gate decided."
@@ -147,6 +150,7 @@ def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> No
     refresh = gr.Button("Refresh", size="sm")
     note = gr.Markdown(elem_id="models-note")
     table = gr.Markdown(elem_id="models-table")
+    rollout = gr.Markdown(elem_id="models-rollout")
     with gr.Row():
         first = gr.Dropdown([], label="Compare version", elem_id="models-first")
         second = gr.Dropdown([], label="with version", elem_id="models-second")
@@ -188,9 +192,16 @@ def models_tab(registry: RegistryClient, model_name: str, demo: gr.Blocks) -> No
         except BackendError as error:
             return None, _problem(error)
 
+    def load_rollout() -> str:
+        try:
+            return formatting.rollout_markdown(serving.rollout())
+        except BackendError as error:
+            return f"Rollout: {_problem(error)}"
+
     outputs = [note, table, first, second]
-    refresh.click(load, None, outputs)
-    demo.load(load, None, outputs)
+    for event in (refresh.click, demo.load):
+        event(load, None, outputs)
+        event(load_rollout, None, rollout)
     compare.click(run_compare, [first, second], [importance, diff])
 
 
@@ -318,7 +329,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tab("Price", id="price"):
             price_tab(serving)
         with gr.Tab("Models", id="models"):
-            models_tab(registry, settings.price_model_name, demo)
+            models_tab(registry, serving, settings.price_model_name, demo)
         with gr.Tab("Data & drift", id="drift"):
             drift_tab(serving, settings, demo)
         with gr.Tab("Object counter", id="counter"):

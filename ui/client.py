@@ -106,6 +106,10 @@ class ServingClient:
     def models(self) -> dict[str, Any]:
         return self._http.json("GET", "/v1/models")
 
+    def rollout(self) -> dict[str, Any]:
+        """The price model's rollout: state, the step's figures per arm, the recorded moves."""
+        return self._http.json("GET", "/v1/rollout")
+
     def batches(self) -> list[dict[str, Any]]:
         return self._http.json("GET", "/v1/batches")["batches"]
 

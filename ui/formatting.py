@@ -147,6 +147,49 @@ def markdown_table(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+ROLLOUT_EVENT_COLUMNS = ("#", "when", "move", "by", "after", "why")
+ARM_COLUMNS = ("arm", "listings", "errors", "p99 latency")
+
+
+def rollout_markdown(view: dict[str, Any]) -> str:
+    """The rollout: where it stands, the live figures per arm and the guardrails, the moves."""
+    state, figures = view["state"], view["figures"]
+    lines = [f"**Rollout**: {view['summary']}."]
+    if figures:
+        challenger_arm = "canary" if state["stage"] == "canary" else "shadow"
+        rows = [
+            [f"production v{state['production']}", figures["production_rows"], "-",
+             _milliseconds(figures["production_p99_ms"])],
+            [f"{challenger_arm} v{state['challenger']}", figures["challenger_rows"],
+             f"{figures['error_rate']:.1%}", _milliseconds(figures["canary_p99_ms"])],
+        ]  # fmt: skip
+        lines.append(markdown_table(ARM_COLUMNS, rows))
+        divergence = figures["divergence"]
+        shown = "-" if divergence is None else f"{divergence:.3f}"
+        failing = "; ".join(view["guardrails"]) or "none"
+        lines.append(f"Divergence (median \\|log ratio\\| on the same listings): {shown}. "
+                     f"Failing guardrails: {failing}.")  # fmt: skip
+    if view["events"]:
+        rows = [
+            [e["event_id"], str(e["applied_at"] or "interrupted")[:19], e["action"], e["actor"],
+             _after(e["after"]), _short(e["reason"])]
+            for e in view["events"]
+        ]  # fmt: skip
+        lines.append(markdown_table(ROLLOUT_EVENT_COLUMNS, rows))
+    return "\n\n".join(lines)
+
+
+def _after(state: dict[str, Any]) -> str:
+    if state["challenger"] is None:
+        return f"production v{state['production']}"
+    where = "shadow" if state["stage"] == "shadow" else f"canary {state['share']:.0%}"
+    return f"v{state['production']}, v{state['challenger']} in {where}"
+
+
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def when(milliseconds: int) -> str:
     moment = datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")

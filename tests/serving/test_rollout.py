@@ -5,6 +5,7 @@ through the moves."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from functools import partial
 
 import httpx
@@ -12,8 +13,8 @@ import psycopg
 import pytest
 from mlflow import MlflowClient
 
-from realty.model import rollout
-from realty_ops.sandbox import ServingProcess, copy_version
+from realty.model import guardrails, rollout
+from realty_ops.sandbox import ServingProcess, copy_version, register_price_model
 from serving.schemas import EXAMPLE_LISTING
 
 ROLLOUT_MODEL = "realty-price-rollout"
@@ -127,10 +128,45 @@ def test_the_canary_answers_its_share_and_the_same_listings_every_time(staged: R
     canary_keys = {(r, i) for r, i, role, _, _ in rows if role == "canary"}
     shadow_keys = {(r, i) for r, i, role, v, _ in rows if role == "shadow" and v == staged.champion}
     assert canary_keys == shadow_keys and len(canary_keys) == first.count("canary")
+    view = httpx.get(f"{staged.server.url}/v1/rollout").json()
+    assert (
+        view["summary"]
+        == f"production v{staged.champion}, challenger v{staged.challenger} in canary 5%"
+    )
+    assert view["figures"]["challenger_rows"] == 2 * first.count("canary")
+    assert view["figures"]["divergence"] == 0.0 and view["guardrails"] == []  # twins agree
+    assert [e["action"] for e in view["events"][:2]] == ["step", "start"]
 
 
 def test_a_rollback_sends_everything_back_to_production(staged: Rollout) -> None:
     staged.move(rollout.aborted, "rollback")
+    staged.wait_for(None)
+    arms = {(p["arm"], p["version"]) for _, ps in staged.price(listings()[:1_000]) for p in ps}
+    assert arms == {("production", staged.champion)}
+
+
+def test_a_challenger_that_doubles_every_price_is_rolled_back_on_canary(
+    staged: Rollout, production_models
+) -> None:
+    """Trained on doubled prices: its canary answers diverge by log 2 from production's on the
+    same listings; the controller's next tick after enough listings rolls it back, and no
+    client request fails on the way."""
+    doubled = production_models.listings.assign(price=production_models.listings["price"] * 2)
+    bad = register_price_model(staged.settings, doubled, promote=False)
+    staged.move(partial(rollout.started, version=bad), "start")
+    staged.move(partial(rollout.stepped, share=0.05), "step")
+    staged.wait_for("canary")
+
+    ticks = []
+    while rollout.read_state(staged.client, ROLLOUT_MODEL).challenger is not None:
+        assert len(ticks) < 30, ticks
+        staged.price(listings()[len(ticks) * 1_000 :][:1_000])  # every answer a 200
+        ticks.append(guardrails.control(staged.settings, staged.client, datetime.now(UTC)))
+
+    [event, *_] = rollout.events(staged.settings, ROLLOUT_MODEL)
+    assert (event["action"], event["actor"]) == ("rollback", "controller"), ticks
+    assert "divergence" in event["reason"]
+    assert event["metrics"]["divergence"] > 0.5  # about log 2
     staged.wait_for(None)
     arms = {(p["arm"], p["version"]) for _, ps in staged.price(listings()[:1_000]) for p in ps}
     assert arms == {("production", staged.champion)}

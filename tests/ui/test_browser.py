@@ -119,6 +119,7 @@ def test_models_tab_lists_the_versions_and_compares_their_shap(
     wait_for_text(page, "models-note", r"production is")
     table = page.locator("#models-table").inner_text()
     assert version in table and "production" in table
+    wait_for_text(page, "models-rollout", r"Rollout: production v\d+, no rollout")
 
     choose(page, "models-first", version)
     choose(page, "models-second", version)

@@ -245,3 +245,34 @@ def test_feature_labels_are_in_words() -> None:
     assert charts.feature_label("zip3", "__missing__") == "zip region unknown"
     assert charts.feature_label("bed", None) == "bedrooms unknown"
     assert charts.feature_label("status", "sold") == "status = sold"
+
+
+def test_a_rollout_shows_each_arm_the_guardrails_and_the_moves() -> None:
+    state = {
+        "production": "3",
+        "previous": "2",
+        "challenger": "4",
+        "stage": "canary",
+        "share": 0.05,
+        "step_started_at": "2026-12-03T12:00:00+00:00",
+        "paused": False,
+    }
+    view = {
+        "summary": "production v3, challenger v4 in canary 5%",
+        "state": state,
+        "figures": {"challenger_rows": 120, "challenger_errors": 0, "error_rate": 0.0,
+                    "canary_p99_ms": 14.2, "production_p99_ms": 9.8, "divergence": 0.69,
+                    "production_rows": 2300},
+        "guardrails": ["divergence 0.690 > 0.250 (median |log(challenger / production)|)"],
+        "events": [{"event_id": 7, "applied_at": "2026-12-03T12:00:00.123+00:00",
+                    "action": "step", "actor": "controller", "after": state,
+                    "reason": "shadow held 61 s over 300 listings, guardrails pass"}],
+    }  # fmt: skip
+    text = formatting.rollout_markdown(view)
+    assert "**Rollout**: production v3, challenger v4 in canary 5%." in text
+    assert "| canary v4 | 120 | 0.0% | 14 ms |" in text
+    assert "| production v3 | 2300 | - | 10 ms |" in text
+    assert "Failing guardrails: divergence 0.690" in text
+    assert "| 7 | 2026-12-03T12:00:00 | step | controller | v3, v4 in canary 5% |" in text
+    quiet = formatting.rollout_markdown({**view, "figures": None, "events": []})
+    assert quiet == "**Rollout**: production v3, challenger v4 in canary 5%."
