@@ -258,7 +258,9 @@ def parse_body(
         raise UnusablePayload(f"not a /data batch: group_number {group_number!r} is not a number")
     if not isinstance(day, str) or not day.strip() or not isinstance(data, list):
         raise UnusablePayload("not a /data batch: no day, or data is not a list")
-    data, sanitized = storable(data) if _UNSTORABLE_ESCAPE.search(body) else (data, 0)
+    # "in" first: 0.03 s on 28 MB where the pattern takes 0.1 s, and most bodies have no escape
+    unstorable = b"\\u" in body and _UNSTORABLE_ESCAPE.search(body) is not None
+    data, sanitized = storable(data) if unstorable else (data, 0)
     return FetchedBatch(group_number, day, batch_number, body, data, sanitized)
 
 
