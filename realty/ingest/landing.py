@@ -166,8 +166,11 @@ def land_next_batch(conn: psycopg.Connection, client: DataApiClient) -> LandedBa
                 record_gap(conn, client.group_number, client.day, batch.batch_number,
                            archive.last_id)  # fmt: skip
             archive.settle("landed" if landed.new else "resent", batch_key=landed.key)
-    except PayloadConflict as error:
-        _quarantine(archive, str(error))
+    except (PayloadConflict, RecursionError) as error:
+        # Other content under a landed key, or a value nested deeper than the JSON encoder goes
+        # (orjson reads 1024 levels, Python's json writes about 1000): the same answer would
+        # fail the same way at every fetch, so it is kept apart instead of blocking the loop.
+        _quarantine(archive, f"{type(error).__name__}: {error}")
     return landed
 
 

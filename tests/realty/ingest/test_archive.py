@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from realty.ingest.archive import Archive, source_record, stored_body
-from realty.ingest.data_api import REPLACEMENT, DataApiClient, DataApiError
+from realty.ingest.data_api import REPLACEMENT, DataApiClient, DataApiError, SourceResponse
 from realty.ingest.landing import PayloadQuarantined, land_next_batch
 from source.app import SimulatorConfig
 from tests.source.conftest import SimulatorServer
@@ -160,6 +160,18 @@ def test_an_answer_archived_by_an_interrupted_fetch_is_landed_first(raw, server)
     assert land_next_batch(raw, client).batch_number == 2
     assert source_record(raw, 1, client.day).open_gaps == []
     assert [r[1] for r in responses(raw, client)] == ["landed", "landed"]
+
+
+def test_an_answer_that_cannot_be_landed_is_quarantined_not_retried_forever(raw, server) -> None:
+    """A row value nested 1000 deep reads (orjson goes to 1024) but cannot be written as text."""
+    client = stream(server)
+    nested = b"[" * 1000 + b"]" * 1000
+    body = b'{"batch_number": 1, "data": [[' + nested + b"]]}"
+    Archive(raw, 1, client.day)(SourceResponse("http://source/data", 200, body, None, 0.1))
+    with pytest.raises(PayloadQuarantined, match="RecursionError"):
+        land_next_batch(raw, client)
+    assert land_next_batch(raw, client).batch_number == 1  # the loop goes on
+    assert [r[1] for r in responses(raw, client)] == ["quarantined", "landed"]
 
 
 def test_a_refusal_is_archived_and_raised(raw, server) -> None:
