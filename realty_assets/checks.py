@@ -62,10 +62,10 @@ def verdicts_outcome(postgres: PostgresResource, mlflow: MlflowResource) -> fres
 def source_outcome(postgres: PostgresResource, mlflow: MlflowResource) -> freshness.CheckOutcome:
     settings = mlflow.settings
     with postgres.connect("raw_data") as conn:
-        return lossless_outcome(source_record(conn, settings.group_number, settings.day))
+        return _lossless_outcome(source_record(conn, settings.group_number, settings.day))
 
 
-def lossless_outcome(record: SourceRecord) -> freshness.CheckOutcome:
+def _lossless_outcome(record: SourceRecord) -> freshness.CheckOutcome:
     gaps = [f"{gap.first_batch}-{gap.last_batch}" for gap in record.open_gaps]
     quarantined = record.quarantined
     kept = (

@@ -163,8 +163,9 @@ def land_next_batch(conn: psycopg.Connection, client: DataApiClient) -> LandedBa
         with conn.transaction():
             landed = land_payload(conn, batch, client.base_url)
             if landed.new:
-                record_gap(conn, client.group_number, client.day, batch.batch_number,
-                           archive.last_id)  # fmt: skip
+                record_gap(
+                    conn, client.group_number, client.day, batch.batch_number, archive.last_id
+                )
             archive.settle("landed" if landed.new else "resent", batch_key=landed.key)
     except (PayloadConflict, RecursionError) as error:
         # Other content under a landed key, or a value nested deeper than the JSON encoder goes
