@@ -18,6 +18,15 @@ Sections (each starts what it needs and returns its keys; add one to SECTIONS):
   ``bad_inputs_4xx``, ``server_errors`` (5xx or no answer), ``peak_serving_rss_mb``, and
   beside them the slowest single answer and whether the process is still alive.
   Targets: every bad input a 4xx, 0 server errors, RSS under 1.5 GB, each answer within 1 s.
+- ``source``: PostgreSQL in a temporary home and ``realty source``; one fetch per fault of
+  ``SOURCE_FAULTS`` (the simulator's hooks: 5xx, a batch counted then failed, timeouts after
+  counting, a truncated body, batch number -1, another group, NUL and lone surrogates, an empty
+  and a sloppy batch) landed by ``realty.ingest.landing.land_next_batch``, then a restart of the
+  source and fetches until it is done. Keys: ``batches_expected``, ``batches_landed``,
+  ``duplicated_rows``, and what made each fault visible: ``source_gaps_found``,
+  ``source_quarantined_answers``, ``source_failed_calls``, ``source_open_gaps`` (after the
+  restart), ``source_fault_outcomes``. Targets: batches_landed == batches_expected, 0
+  duplicated rows, every fault visible.
 """
 
 from __future__ import annotations
@@ -129,6 +138,80 @@ def attack(serving: ServingProcess, rounds: int, concurrency: int) -> dict[str, 
     }
 
 
+SOURCE_FAULTS: tuple[dict[str, Any], ...] = (
+    {"fail_next": 2},
+    {"advance_and_fail_next": 1},
+    {"latency_s": 1.0},  # with a 0.5 s client timeout: every call times out, and is counted
+    {"truncate_next": 1},
+    {"relabel_next": 1, "relabel": {"batch_number": -1}},
+    {"relabel_next": 1, "relabel": {"group_number": 2}},
+    {"unstorable_next": 1},
+    {"empty_next": 1},
+    {"malformed_fraction": 0.2},
+)
+SOURCE_DAY = "faults"
+
+
+def _fetch_once(conn, client) -> str:
+    """One fetch as the fetch run makes it, and what it said."""
+    from realty.ingest.data_api import DataApiError
+    from realty.ingest.landing import PayloadQuarantined, land_next_batch
+
+    try:
+        landed = land_next_batch(conn, client)
+    except (DataApiError, PayloadQuarantined) as error:
+        return f"{type(error).__name__}: {error}"
+    return "exhausted" if landed is None else f"{landed.key} new={landed.new}"
+
+
+def source_section(args: argparse.Namespace) -> dict[str, Any]:
+    """The data-API faults through the simulator's hooks: 0 batches lost, 0 rows duplicated."""
+    from realty.ingest.archive import source_record
+    from realty.ingest.data_api import DataApiClient
+    from realty.store.db import connect
+    from realty_ops.sandbox import SimulatorProcess
+
+    batches = len(SOURCE_FAULTS) * 2  # the timeouts use up 3
+    with temporary_stack(("postgres",), prefix="realty-bench-faults-") as settings:
+        env = {"REALTY_SOURCE_ROWS_PER_BATCH": "2000", "REALTY_SOURCE_BATCHES": str(batches)}
+        simulator = SimulatorProcess(settings.home, **env).start()
+        client = DataApiClient(simulator.url, 1, SOURCE_DAY, 0.5, 2, 0.05)
+        outcomes = {}
+        try:
+            with connect("raw_data", settings, autocommit=True) as conn:
+                for fault in SOURCE_FAULTS:
+                    httpx.post(f"{simulator.url}/admin/faults", json=fault).raise_for_status()
+                    outcomes[json.dumps(fault)] = _fetch_once(conn, client)
+                    time.sleep(fault.get("latency_s", 0.0))  # let timed-out calls be counted
+                httpx.post(f"{simulator.url}/admin/faults", json={}).raise_for_status()
+                before = source_record(conn, 1, SOURCE_DAY)
+                client.restart()
+                for _ in range(2 * batches):
+                    if _fetch_once(conn, client) == "exhausted":
+                        break
+                after = source_record(conn, 1, SOURCE_DAY)
+                landed, rows, distinct = conn.execute(
+                    """
+                    SELECT (SELECT count(DISTINCT batch_number) FROM raw_batches),
+                           count(*), count(DISTINCT (batch_key, row_index))
+                    FROM raw_listings
+                    """
+                ).fetchone()
+        finally:
+            simulator.stop()
+    return {
+        "batches_expected": batches,
+        "batches_landed": landed,
+        "duplicated_rows": rows - distinct,
+        "source_gaps_found": len(before.open_gaps),
+        "source_missing_before_restart": before.missing_batches,
+        "source_quarantined_answers": len(after.quarantined),
+        "source_failed_calls": after.failed_calls,
+        "source_open_gaps": len(after.open_gaps),
+        "source_fault_outcomes": outcomes,
+    }
+
+
 def bad_inputs(args: argparse.Namespace) -> dict[str, Any]:
     with temporary_stack(("postgres", "mlflow"), prefix="realty-bench-faults-") as settings:
         register_price_model(settings, real_clean_listings(3_000))
@@ -140,6 +223,7 @@ def bad_inputs(args: argparse.Namespace) -> dict[str, Any]:
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "kills": lambda args: {**kill_section(), "restart_target_seconds": RESTART_TARGET_S},
     "bad_inputs": bad_inputs,
+    "source": source_section,
 }
 
 

@@ -63,7 +63,10 @@ def land_and_clean(csv: Path, home: Path) -> tuple[pd.DataFrame, list[str]]:
         simulator.start(SIMULATOR_START_S)
         client = DataApiClient(simulator.url, 1, "quality", 120.0, 2, 1.0)
         keys = []
-        with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+        with (
+            connect("raw_data", settings, autocommit=True) as raw,
+            connect("clean_data", settings) as clean,
+        ):
             while (landed := land_next_batch(raw, client)) is not None:
                 clean_landed_batch(raw, clean, landed.key)
                 keys.append(landed.key)

@@ -60,6 +60,7 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any]
+    warning: bool = False  # a failure worth a look rather than an error
 
 
 def recent_cron_ticks(cron: str, now: datetime, count: int) -> list[datetime]:

@@ -9,7 +9,7 @@ from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
-from realty_assets.checks import FRESHNESS_CHECKS, freshness_checks_sensor
+from realty_assets.checks import LOOP_CHECKS, freshness_checks_sensor
 from realty_assets.jobs import fetch_batch_job, ingest_job, rollout_job, score_job, train_job
 from realty_assets.resources import build_resources
 from realty_assets.schedules import source_schedule
@@ -26,7 +26,7 @@ defs = dg.Definitions(
         batch_predictions,
         digits_model,
     ],
-    asset_checks=FRESHNESS_CHECKS,
+    asset_checks=LOOP_CHECKS,
     jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollout_job],
     schedules=[source_schedule],
     sensors=[

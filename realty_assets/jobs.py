@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from realty.ingest.data_api import DataApiError
-from realty.ingest.landing import LandedBatch, land_next_batch
+from realty.ingest.landing import LandedBatch, PayloadQuarantined, land_next_batch
 from realty.model import rollout
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
@@ -51,16 +51,24 @@ def _landing_summary(landed: LandedBatch | None) -> str:
     return f"landed {landed.key} ({landed.row_count:,} rows); source_sensor requests its ingest run"
 
 
-@dg.op(description="Ask the data API for its next batch and land the payload in RAW.")
+@dg.op(
+    description="Ask the data API for its next batch and land the payload in RAW (every answer "
+    "archived first; one that is not a batch of the stream quarantined)."
+)
 def fetch_next_batch(
     context: dg.OpExecutionContext, postgres: PostgresResource, data_api: DataApiResource
 ) -> None:
-    with postgres.connect("raw_data") as conn:
+    with postgres.connect("raw_data", autocommit=True) as conn:
         try:
             landed = land_next_batch(conn, data_api.client())
         except DataApiError as error:
-            # Nothing was landed or advanced; source_sensor requests the next fetch run.
+            # Nothing was landed; what the source answered is archived, and a batch it counted
+            # shows as a gap when the next one lands. source_sensor requests the next fetch run.
             raise dg.Failure(f"data API unavailable: {error}") from error
+        except PayloadQuarantined as error:
+            # Kept apart with its reason (the source_lossless check shows it); the loop goes on.
+            context.log.warning(str(error))
+            return
     context.log.info(_landing_summary(landed))
 
 

@@ -21,8 +21,8 @@ class PostgresResource(dg.ConfigurableResource):
 
     server_url: str
 
-    def connect(self, database: str) -> psycopg.Connection:
-        return connect_server(self.server_url, database)
+    def connect(self, database: str, autocommit: bool = False) -> psycopg.Connection:
+        return connect_server(self.server_url, database, autocommit=autocommit)
 
 
 class DataApiResource(dg.ConfigurableResource):

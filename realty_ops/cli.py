@@ -262,7 +262,7 @@ def dagster_daemon() -> None:
 
 @app.command()
 def status() -> None:
-    """Which services are up, where their UIs are, and what has been ingested."""
+    """Which services are up, where their UIs are, what has been ingested, what the source lost."""
     from realty_ops.status import ingestion_summary, service_statuses
 
     settings = get_settings()

@@ -1,5 +1,5 @@
-"""What `realty status` reports: services up or down, their restarts under `realty up`, and
-what has been ingested."""
+"""What `realty status` reports: services up or down, their restarts under `realty up`, what
+has been ingested, and what the configured stream of the source lost or sent unusable."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from realty.ingest.archive import source_record
 from realty.settings import Settings
 from realty.store.db import connect
 from realty.store.ledger import batch_history
@@ -46,6 +47,7 @@ def ingestion_counts(settings: Settings) -> dict[str, int]:
         connect("clean_data", settings, connect_timeout=3) as clean,
     ):
         history = batch_history(raw, clean)
+        source = source_record(raw, settings.group_number, settings.day)
     cleaned = [record for record in history if record.rows_clean is not None]
     return {
         "batches_landed": len(history),
@@ -53,6 +55,11 @@ def ingestion_counts(settings: Settings) -> dict[str, int]:
         "raw_rows": sum(record.rows_landed for record in history),
         "clean_rows": sum(record.rows_clean for record in cleaned),
         "rejected_rows": sum(record.rows_rejected for record in cleaned),
+        # of the configured stream (group and day): what never arrived, or was kept apart
+        "missing_batches": source.missing_batches,
+        "open_gaps": len(source.open_gaps),
+        "quarantined_answers": len(source.quarantined),
+        "failed_calls": source.failed_calls,
     }
 
 
@@ -64,5 +71,9 @@ def ingestion_summary(settings: Settings) -> str:
     return (
         f"ingestion: {counts['batches_landed']} batches landed ({counts['raw_rows']:,} rows), "
         f"{counts['batches_cleaned']} cleaned ({counts['clean_rows']:,} clean, "
-        f"{counts['rejected_rows']:,} rejected)"
+        f"{counts['rejected_rows']:,} rejected)\n"
+        f"source (group {settings.group_number}, {settings.day}): "
+        f"{counts['missing_batches']} batches never arrived ({counts['open_gaps']} gaps), "
+        f"{counts['quarantined_answers']} answers quarantined, {counts['failed_calls']} failed "
+        "calls (raw_data.source_responses, source_gaps)"
     )

@@ -14,6 +14,7 @@ and fault modes for tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from realty.schema import LISTING_COLUMNS
 from realty.settings import Settings
 from source.csv_slices import CsvSlices
-from source.faults import Faults, FaultState, garble
+from source.faults import UNSTORABLE, Faults, FaultState, garble, with_value
 from source.generator import generate_batch, seed_for
 from source.state import CounterStore
 
@@ -84,11 +85,30 @@ class Simulator:
             "batch_number": batch_number,
             "data": rows,
         }
-        return orjson.dumps(payload)
+        return self._faulty(payload)
+
+    def _faulty(self, payload: dict) -> bytes:
+        """The body of a counted batch, with the faults that apply after counting."""
+        faults = self.faults
+        if faults.take("relabel_next"):
+            payload |= faults.faults.relabel
+        if faults.take("unstorable_next"):
+            rows = payload["data"]
+            for column, text in UNSTORABLE.items():
+                rows[:2] = [with_value(row, column, text) for row in rows[:2]]
+            body = json.dumps(payload).encode()  # orjson refuses a lone surrogate
+        else:
+            body = orjson.dumps(payload)
+        if faults.take("advance_and_fail_next"):
+            log.info("simulated failure after counting batch %s", payload["batch_number"])
+            raise HTTPException(faults.faults.fail_status, FAILURE_DETAIL)
+        if faults.take("truncate_next"):
+            return body[: len(body) // 2]
+        return body
 
     def rows(self, group_number: int, day: str, batch_number: int) -> list:
         """The rows of a batch in the configured format, with the configured faults."""
-        if self.faults.take_empty():
+        if self.faults.take("empty_next"):
             return []
         if self.csv_slices is not None:
             rows = self.csv_slices.rows(batch_number)

@@ -7,6 +7,7 @@ Set them in ``SimulatorConfig.faults`` at start, or on a running simulator with
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +16,16 @@ from realty.schema import LISTING_COLUMNS
 
 PRICE_TEXTS = ("call for price", "$425,000", "N/A", "")
 NOT_ROWS: tuple[object, ...] = ("#N/A", None, 42, {"error": "row lost"})
+# Text PostgreSQL cannot store (a NUL, a lone surrogate), put where a city and a street belong.
+UNSTORABLE = {"city": "Nul\x00City", "street": "Lone \ud800 Street"}
+# The faults that apply to "the next N" batches or calls, counted down as they are used.
+COUNTDOWNS = (
+    "empty_next",
+    "advance_and_fail_next",
+    "truncate_next",
+    "relabel_next",
+    "unstorable_next",
+)
 
 
 class Faults(BaseModel):
@@ -31,6 +42,27 @@ class Faults(BaseModel):
     empty_next: int = Field(
         0, ge=0, description='Deliver the next N batches with "data": [] (they still count)'
     )
+    advance_and_fail_next: int = Field(
+        0,
+        ge=0,
+        description="Count the next N batches, then answer fail_status: each batch is lost to "
+        "the client, as when the source fails after counting",
+    )
+    truncate_next: int = Field(
+        0, ge=0, description="Answer the next N batches 200 with half their body (they count)"
+    )
+    relabel_next: int = Field(0, ge=0, description="Deliver the next N batches with relabel")
+    relabel: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Payload fields replaced in the relabel_next batches, e.g. "
+        '{"batch_number": -1}',
+    )
+    unstorable_next: int = Field(
+        0,
+        ge=0,
+        description="Deliver the next N batches with a NUL and a lone surrogate in the city and "
+        "street of their first rows (JSON escapes, as Python's json writes them)",
+    )
     malformed_fraction: float = Field(
         0.0,
         ge=0,
@@ -40,8 +72,8 @@ class Faults(BaseModel):
 
 
 class FaultState:
-    """The faults in force, with the /data calls and empty batches counted since they were
-    set (so "the next N" means from the moment they were set)."""
+    """The faults in force, with the /data calls and the "next N" faults counted since they
+    were set (so "the next N" means from the moment they were set)."""
 
     def __init__(self, faults: Faults) -> None:
         self._lock = threading.Lock()
@@ -51,7 +83,7 @@ class FaultState:
         with self._lock:
             self.faults = faults
             self._calls = 0
-            self._empties_left = faults.empty_next
+            self._left = {name: getattr(faults, name) for name in COUNTDOWNS}
 
     def count_call_and_fail(self) -> bool:
         """Count one /data call; True when this call must fail."""
@@ -60,12 +92,12 @@ class FaultState:
             every = self.faults.fail_every
             return self._calls <= self.faults.fail_next or (every > 0 and self._calls % every == 0)
 
-    def take_empty(self) -> bool:
-        """True when the batch being delivered must be empty."""
+    def take(self, countdown: str) -> bool:
+        """True when the batch being delivered gets fault ``countdown`` (one of COUNTDOWNS)."""
         with self._lock:
-            if self._empties_left == 0:
+            if self._left[countdown] == 0:
                 return False
-            self._empties_left -= 1
+            self._left[countdown] -= 1
             return True
 
 
@@ -82,7 +114,7 @@ def garble(rows: list, fraction: float, seed: int) -> list:
         elif kind == 1:
             garbled[index] = _lengthened(row)
         elif kind == 2:
-            garbled[index] = _with_price(row, PRICE_TEXTS[rng.integers(len(PRICE_TEXTS))])
+            garbled[index] = with_value(row, "price", PRICE_TEXTS[rng.integers(len(PRICE_TEXTS))])
         else:
             garbled[index] = NOT_ROWS[rng.integers(len(NOT_ROWS))]
     return garbled
@@ -102,7 +134,11 @@ def _lengthened(row: list | dict) -> list | dict:
     return [*row, "?", "?"]
 
 
-def _with_price(row: list | dict, price: str) -> list | dict:
+def with_value(row: object, column: str, value: object) -> object:
+    """The row with ``value`` in ``column``; a row too short for it, or not a row, as it was."""
     if isinstance(row, dict):
-        return {**row, "price": price}
-    return [*row[:2], price, *row[3:]]
+        return {**row, column: value}
+    index = LISTING_COLUMNS.index(column)
+    if isinstance(row, list) and len(row) > index:
+        return [*row[:index], value, *row[index + 1 :]]
+    return row

@@ -14,6 +14,11 @@ Each batch's rows are one partition of ``raw_listings``, without an index (see
 realty/store/sql/raw_data.sql): the partition is created, filled by COPY and attached in the landing
 transaction. Writers of a batch take a lock on its key first, so concurrent landings of one
 batch queue, and the second finds the first's.
+
+``land_next_batch`` archives every answer of the source before reading it (realty.ingest.archive):
+an answer that is not a batch of the stream, or other content under a landed key, is quarantined
+(``PayloadQuarantined``) and the next fetch goes on; a batch whose number skips some is landed
+and the skipped numbers recorded as a gap, in the landing transaction.
 """
 
 from __future__ import annotations
@@ -23,21 +28,26 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import psycopg
-import pyarrow as pa
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from realty.ingest.archive import BODY_ENCODING, Archive, record_gap, stored_body, stored_form
 from realty.ingest.copy_text import COPY_OPTIONS, copy_chunks
-from realty.ingest.data_api import DataApiClient, FetchedBatch, parse_body
+from realty.ingest.data_api import (
+    DataApiClient,
+    DataApiError,
+    FetchedBatch,
+    UnusablePayload,
+    parse_body,
+)
 from realty.perf import paused_gc
 from realty.schema import LISTING_COLUMNS
 
 log = logging.getLogger(__name__)
 
-BODY_ENCODING = "zstd"
-_BODY_CODEC = pa.Codec(BODY_ENCODING, compression_level=1)  # 4x smaller, 0.1 s per 28 MB
 _PARTITION_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, ("row_index", *LISTING_COLUMNS)))
 _BATCH_LOCKS = 4243  # advisory lock space (first key) of batch writers; migrations take 4242
 
@@ -54,11 +64,15 @@ class PayloadConflict(RuntimeError):
     """The source delivered different content under a batch key that is already landed."""
 
 
+class PayloadQuarantined(RuntimeError):
+    """An answer of the source was kept apart, not landed (source_responses says why)."""
+
+
 def land_payload(conn: psycopg.Connection, batch: FetchedBatch, source_url: str) -> LandedBatch:
     """Commit the payload to ``raw_batches`` and its rows to ``raw_listings`` (one transaction)."""
     with conn.transaction(), ThreadPoolExecutor(1) as compressor:
         # Compressed (and hashed) while the rows are formatted; both release the GIL.
-        stored = compressor.submit(_stored_form, batch.body)
+        stored = compressor.submit(stored_form, batch.body)
         conn.execute("SET LOCAL synchronous_commit = on")  # landed means on disk
         _lock_batch(conn, batch.key)
         known = conn.execute(
@@ -92,11 +106,6 @@ def _insert_batch_row(
     )  # fmt: skip
 
 
-def _stored_form(body: bytes) -> tuple[str, bytes]:
-    """The body's sha256 and the body as ``raw_batches`` stores it (``BODY_ENCODING``)."""
-    return hashlib.sha256(body).hexdigest(), _BODY_CODEC.compress(body, asbytes=True)
-
-
 def _lock_batch(conn: psycopg.Connection, key: str) -> None:
     """Queue behind any other transaction writing batch ``key`` (until this one ends)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_BATCH_LOCKS, key))
@@ -123,17 +132,55 @@ def mark_exhausted(conn: psycopg.Connection, group_number: int, day: str) -> Non
 
 
 def land_next_batch(conn: psycopg.Connection, client: DataApiClient) -> LandedBatch | None:
-    """Ask the source for its next batch and land it; None once the source has delivered all."""
+    """Ask the source for its next batch and land it; None once the source has delivered all.
+
+    Every answer is archived first; an answer archived by an interrupted fetch is landed before
+    the source is asked again. Raises ``DataApiError`` when the source fails or refuses, and
+    ``PayloadQuarantined`` when its answer was kept apart. ``conn`` must be in autocommit mode:
+    in an open transaction an archived answer would only be committed with it, or lost with it."""
+    if not conn.autocommit:
+        raise ValueError("land_next_batch needs an autocommit connection (see its docstring)")
     if source_exhausted(conn, client.group_number, client.day):
         return None
-    batch = client.fetch_next()
+    archive = Archive(conn, client.group_number, client.day)
+    pending = archive.pending()
+    try:
+        batch = client.read(pending) if pending else client.fetch_next(archive)
+    except UnusablePayload as error:
+        _quarantine(archive, str(error))
+    except DataApiError as error:
+        if not archive.last_settled:
+            archive.settle("refused", str(error))
+        raise
     if batch is None:
         mark_exhausted(conn, client.group_number, client.day)
+        archive.settle("exhausted")
         log.info(
             "source group %s day %s has delivered every batch", client.group_number, client.day
         )
         return None
-    return land_payload(conn, batch, client.base_url)
+    try:
+        with conn.transaction():
+            landed = land_payload(conn, batch, client.base_url)
+            if landed.new:
+                record_gap(
+                    conn, client.group_number, client.day, batch.batch_number, archive.last_id
+                )
+            archive.settle("landed" if landed.new else "resent", batch_key=landed.key)
+    except (PayloadConflict, RecursionError) as error:
+        # Other content under a landed key, or a value nested deeper than the JSON encoder goes
+        # (orjson reads 1024 levels, Python's json writes about 1000): the same answer would
+        # fail the same way at every fetch, so it is kept apart instead of blocking the loop.
+        _quarantine(archive, f"{type(error).__name__}: {error}")
+    return landed
+
+
+def _quarantine(archive: Archive, reason: str) -> NoReturn:
+    archive.settle("quarantined", reason)
+    raise PayloadQuarantined(
+        f"answer {archive.last_id} of the source is quarantined in "
+        f"raw_data.source_responses: {reason}"
+    )
 
 
 def landed_keys(conn: psycopg.Connection) -> list[str]:
@@ -173,13 +220,6 @@ def _write_rows(conn: psycopg.Connection, key: str, batch: FetchedBatch) -> None
                 partition, key_value
             )
         )
-
-
-def stored_body(body: bytes, encoding: str) -> bytes:
-    """The response body as delivered, from ``raw_batches.body`` and ``body_encoding``."""
-    if encoding == "identity":
-        return body
-    return pa.CompressedInputStream(pa.BufferReader(body), encoding).read()
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ BLOCKING_CHECKS = ("schema", "reconciliation")
     group_name=INGEST_GROUP,
     kinds={"postgres"},
     description="The rows of a delivered batch as text, exactly as the data API sent them "
-    "(raw_data.raw_listings), landed with the payload (raw_data.raw_batches) in one "
-    "transaction; re-spread from the payload if any row is missing.",
+    "(raw_data.raw_listings; text PostgreSQL cannot store, NUL and lone surrogates, as U+FFFD), "
+    "landed with the payload (raw_data.raw_batches) in one transaction; re-spread from the "
+    "payload if any row is missing.",
 )
 def raw_batch(
     context: dg.AssetExecutionContext, postgres: PostgresResource
@@ -39,6 +40,7 @@ def raw_batch(
             "batch_number": batch.batch_number,
             "dagster/row_count": len(batch.data),
             "malformed_rows": len(batch.malformed),
+            "sanitized_values": batch.sanitized,  # NUL and lone surrogates, now U+FFFD
             "respread": rows.respread,
             "preview": dg.MetadataValue.md(
                 preview.to_markdown(index=False) if len(preview) else "_empty batch_"

@@ -13,7 +13,7 @@ from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
-from realty_assets.checks import FRESHNESS_CHECKS
+from realty_assets.checks import LOOP_CHECKS
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
 
@@ -43,7 +43,7 @@ class Loop:
         self.instance = instance
         self.resources = build_resources(settings)
         self.defs = dg.Definitions(
-            assets=ASSETS, asset_checks=FRESHNESS_CHECKS, jobs=JOBS, resources=self.resources
+            assets=ASSETS, asset_checks=LOOP_CHECKS, jobs=JOBS, resources=self.resources
         )
         self.cursors: dict[str, str | None] = {}
 

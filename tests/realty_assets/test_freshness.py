@@ -125,7 +125,7 @@ def test_landing_check_fails_after_two_schedule_periods_without_a_batch(make_loo
     # A source that has delivered everything is not late.
     settings = loop.settings
     client = DataApiClient(settings.data_api_url, settings.group_number, settings.day)
-    with psycopg.connect(loop.settings.database_url("raw_data")) as conn:
+    with psycopg.connect(loop.settings.database_url("raw_data"), autocommit=True) as conn:
         while land_next_batch(conn, client) is not None:
             pass
     _land_minutes_ago(loop, 16)

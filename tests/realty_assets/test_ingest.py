@@ -13,11 +13,13 @@ import pytest
 from realty.settings import Settings
 from realty.store.clean import batches_through, read_clean_listings
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.checks import source_lossless
 from realty_assets.jobs import fetch_batch_job, ingest_job
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
 from realty_assets.schedules import source_schedule
 from realty_assets.sensors import source_sensor
+from realty_ops.status import ingestion_summary
 from tests.conftest import require_sample
 from tests.realty_assets.loop import ASSETS, RUN_KEY_TAG
 
@@ -86,6 +88,14 @@ class Ingestion:
     def clean(self, query: str, *params):
         with psycopg.connect(self.settings.database_url("clean_data")) as conn:
             return conn.execute(query, params).fetchall()
+
+    def source_check(self) -> dg.AssetCheckResult:
+        """The source_lossless asset check, evaluated with this ingestion's resources."""
+        return source_lossless(postgres=self.resources["postgres"], mlflow=self.resources["mlflow"])
+
+
+def set_faults(simulator, **modes) -> None:
+    httpx.post(f"{simulator.url}/admin/faults", json=modes).raise_for_status()
 
 
 @pytest.fixture
@@ -242,7 +252,7 @@ def test_faults_lose_nothing(ingestion) -> None:
     )
 
     def faults(**modes) -> None:
-        httpx.post(f"{simulator.url}/admin/faults", json=modes).raise_for_status()
+        set_faults(simulator, **modes)
 
     faults(fail_next=2)  # transient 5xx: retried within the fetch run
     assert run.tick_and_run() == ["g1-faults-b001"]
@@ -329,3 +339,70 @@ def test_a_schedule_tick_fetches_the_batch_the_sensor_then_ingests(ingestion) ->
     assert run.clean(
         "SELECT raw_rows FROM clean_batches WHERE batch_key = 'g1-scheduled-b001'"
     ) == [(300,)]
+
+
+def test_source_faults_lose_nothing_and_each_is_visible(ingestion) -> None:
+    """The data-API faults of issue 14 through the simulator's hooks, each met by a real fetch
+    run: a batch counted then failed, a truncated body, a batch number of -1, text PostgreSQL
+    cannot store. Each shows in the source_lossless check and `realty status`; after a restart of
+    the source every batch is landed once: 0 lost, 0 duplicated."""
+    run, simulator = ingestion(
+        "lossless", REALTY_SOURCE_ROWS_PER_BATCH="300", REALTY_SOURCE_BATCHES="6"
+    )
+    landed = (
+        "SELECT batch_number, row_count FROM raw_batches "
+        "WHERE batch_key LIKE 'g1-lossless-%%' ORDER BY 1"
+    )
+
+    set_faults(simulator, advance_and_fail_next=1)  # batch 1 counted, then a 503
+    assert run.tick_and_run() == ["g1-lossless-b002"]  # called again: batch 2, and a gap
+    check = run.source_check()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["open_gaps"].value == ["1-1"]
+    assert "batch 2 came where 1 was expected; since the first batch: 1 failed" in check.description
+
+    for fault in ({"truncate_next": 1}, {"relabel_next": 1, "relabel": {"batch_number": -1}}):
+        set_faults(simulator, **fault)  # batches 3 and 5 are counted and quarantined
+        fetched = run.fetch()
+        assert fetched.success and any("quarantined" in line for line in run.logged(fetched))
+        assert run.tick_and_run() == [f"g1-lossless-b{4 if 'truncate_next' in fault else 6:03d}"]
+    assert run.raw(landed) == [(2, 300), (4, 300), (6, 300)]
+    check = run.source_check()
+    assert check.metadata["open_gaps"].value == ["1-1", "3-3", "5-5"]
+    assert check.metadata["quarantined_answers"].value == 2
+    assert "batch_number -1 is not a whole number" in check.description
+    summary = ingestion_summary(run.settings).splitlines()[-1]
+    assert summary.startswith(
+        "source (group 1, lossless): 3 batches never arrived (3 gaps), 2 answers quarantined, "
+        "1 failed calls"
+    )
+
+    set_faults(simulator, unstorable_next=1)
+    httpx.get(
+        f"{simulator.url}/restart_data_generation", params={"group_number": 1, "day": "lossless"}
+    )
+    keys = []
+    for _ in range(7):  # batches 1 to 6 again (2, 4 and 6 were landed), then "no more"
+        keys += run.tick_and_run()
+    assert isinstance(run.tick(), dg.SkipReason)
+    assert keys == ["g1-lossless-b001", "g1-lossless-b003", "g1-lossless-b005"]
+    assert run.raw(landed) == [(n, 300) for n in range(1, 7)]  # 0 lost
+    assert run.raw("SELECT count(*) FROM raw_listings WHERE batch_key LIKE 'g1-lossless-%%'") == [
+        (1800,)
+    ]  # 0 duplicated
+    [(cities,)] = run.raw(
+        "SELECT count(*) FROM raw_listings "
+        "WHERE batch_key = 'g1-lossless-b001' AND city = 'Nul\ufffdCity'"
+    )
+    assert cities == 2
+    [materialization] = run.materialize("g1-lossless-b001").asset_materializations_for_node(
+        "raw_batch"
+    )
+    assert materialization.metadata["sanitized_values"].value == 4
+    assert run.clean(
+        "SELECT sum(clean_rows + rejected_rows) FROM clean_batches "
+        "WHERE batch_key LIKE 'g1-lossless-%%'"
+    ) == [(1800,)]
+    check = run.source_check()
+    assert check.metadata["missing_batches"].value == 0
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # the 2 kept apart

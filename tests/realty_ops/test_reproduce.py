@@ -45,7 +45,10 @@ def trained(mlflow_settings: Settings, tmp_path_factory) -> Iterator[Trained]:
     settings = mlflow_settings.model_copy(update=source | model)
     try:
         api = DataApiClient.from_settings(settings)
-        with connect("raw_data", settings) as raw, connect("clean_data", settings) as clean:
+        with (
+            connect("raw_data", settings, autocommit=True) as raw,
+            connect("clean_data", settings) as clean,
+        ):
             keys = [land_next_batch(raw, api).key for _ in range(3)]
             for key in keys:
                 clean_landed_batch(raw, clean, key)

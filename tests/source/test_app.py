@@ -175,3 +175,37 @@ def test_realty_source_serves_the_settings(start_simulator) -> None:
     assert (health["rows_per_batch"], health["batches"]) == (7, 2)
     params = {"group_number": 1, "day": "Settings"}
     assert len(httpx.get(f"{server.url}/data", params=params).json()["data"]) == 7
+
+
+def test_a_failure_after_counting_uses_up_the_batch(simulator: SimulatorServer) -> None:
+    simulator.set_faults(advance_and_fail_next=1)
+    response = simulator.get("/data", 1, "Lost")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Falla transitoria simulada"}
+    assert batch(simulator, "Lost")["batch_number"] == 2  # batch 1 was counted
+
+
+def test_truncated_bodies_are_counted(simulator: SimulatorServer) -> None:
+    simulator.set_faults(truncate_next=1)
+    cut = simulator.get("/data", 1, "Truncated")
+    assert batch(simulator, "Truncated")["batch_number"] == 2
+    simulator.get("/restart_data_generation", 1, "Truncated")
+    whole = simulator.get("/data", 1, "Truncated").content
+    assert cut.status_code == 200 and cut.content == whole[: len(whole) // 2]
+
+
+def test_relabelled_batches(simulator: SimulatorServer) -> None:
+    simulator.set_faults(relabel_next=1, relabel={"batch_number": -1, "day": "Other"})
+    relabelled = batch(simulator, "Relabel")
+    assert (relabelled["batch_number"], relabelled["day"]) == (-1, "Other")
+    assert batch(simulator, "Relabel")["batch_number"] == 2
+
+
+def test_unstorable_text_is_escaped_in_the_json(simulator: SimulatorServer) -> None:
+    simulator.set_faults(unstorable_next=1)
+    response = simulator.get("/data", 1, "Unstorable")
+    assert b'"Nul\\u0000City"' in response.content and b"\\ud800" in response.content
+    rows = json.loads(response.content)["data"]
+    assert [row[7] for row in rows[:2]] == ["Nul\x00City"] * 2
+    assert rows[0][6] == "Lone \ud800 Street" and rows[2][7] != "Nul\x00City"
+    assert b"\\u0000" not in simulator.get("/data", 1, "Unstorable").content

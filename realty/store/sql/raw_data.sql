@@ -63,6 +63,45 @@ CREATE TABLE IF NOT EXISTS source_progress (
     PRIMARY KEY (group_number, day)
 );
 
+-- Every call of GET /data, committed before its body is read (realty.ingest.archive): the answer's
+-- status and body, or the transport error when there was none. A body whose batch landed is
+-- dropped (raw_batches holds the same bytes, payload_hash says so); any other is kept as received.
+CREATE TABLE IF NOT EXISTS source_responses (
+    response_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    group_number   integer NOT NULL,   -- the stream asked for
+    day            text NOT NULL,
+    url            text NOT NULL,
+    received_at    timestamptz NOT NULL,
+    seconds        double precision NOT NULL,
+    status_code    integer,            -- null: no answer (timeout, connection error)
+    error          text,               -- why there was no answer
+    body_bytes     integer NOT NULL,
+    payload_hash   text NOT NULL,      -- sha256 of the body
+    body           bytea,              -- zstd; null once raw_batches holds it
+    -- null until the answer is read: landed, resent (landed before), quarantined (a 200 that is
+    -- not a batch of the stream: reason says why), exhausted, refused (4xx), failed (no answer,
+    -- 5xx, 429: called again)
+    outcome        text,
+    reason         text,
+    batch_key      text                -- the batch it delivered (landed or resent)
+);
+CREATE INDEX IF NOT EXISTS source_responses_stream
+    ON source_responses (group_number, day, response_id);
+
+-- Batch numbers a stream skipped: found when a batch arrives with a number above the next one
+-- expected (a failed call the source had counted, a quarantined answer). A gap stays recorded;
+-- it is open while any of its batches is not landed (a restart of the source can fill it).
+CREATE TABLE IF NOT EXISTS source_gaps (
+    group_number   integer NOT NULL,
+    day            text NOT NULL,
+    first_batch    integer NOT NULL,
+    last_batch     integer NOT NULL,
+    found_at       timestamptz NOT NULL,
+    response_id    bigint NOT NULL,    -- the answer whose batch number showed the gap
+    reason         text NOT NULL,
+    PRIMARY KEY (group_number, day, first_batch)
+);
+
 -- Every answered inference (serving/inference_log.py): one row per prediction, so a price
 -- request with n listings writes items 0..n-1; vision and digits requests write item 0 with
 -- their metadata in details (never the image). Written in batches by a background writer; the

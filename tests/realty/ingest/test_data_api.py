@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ import orjson
 import pytest
 
 from realty.ingest.data_api import (
+    REPLACEMENT,
     DataApiClient,
     DataApiError,
+    UnusablePayload,
     batch_key,
     normalise_row,
     parse_batch_key,
@@ -46,6 +49,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Simu
 def server(servers: dict[str, SimulatorServer]) -> Iterator[SimulatorServer]:
     yield servers["list"]
     servers["list"].set_faults()
+
+
+DAYS = itertools.count()
 
 
 def client(server: SimulatorServer, day: str, **options: float) -> DataApiClient:
@@ -125,9 +131,30 @@ def test_parse_body_reads_what_json_libraries_write() -> None:
     batch = parse_body(body, group_number=4, day="Friday")
     assert (batch.key, batch.malformed, batch.body) == ("g4-friday-b002", (0,), body)
     assert batch.rows[0]["brokered_by"] is None and batch.rows[0]["price"] == "1"
-    for bad in (b"<html>busy</html>", b'{"data": []}', b"[1, 2]"):
-        with pytest.raises(ValueError, match="not a /data batch"):
+    for bad in (b"<html>busy</html>", b'{"data": []}', b"[1, 2]", b"[" * 100_000):
+        with pytest.raises(UnusablePayload, match="not a /data batch"):
             parse_body(bad, 1, "Friday")
+
+
+@pytest.mark.parametrize("number", ["-1", "0", '"3"', "2.0", "true", "null", str(2**31)])
+def test_a_batch_number_that_is_not_one_two_three_is_refused(number: str) -> None:
+    body = f'{{"batch_number": {number}, "data": []}}'.encode()
+    with pytest.raises(UnusablePayload, match=r"batch_number .* is not a whole number"):
+        parse_body(body, 1, "Friday")
+
+
+def test_text_postgresql_cannot_store_is_replaced_and_counted() -> None:
+    body = (
+        b'{"batch_number": 1, "data": [["a\\u0000b", "\\ud800", ["\\uDC00"], '
+        b'"\\ud83c\\udfe0", "\\\\u0000"], {"city": "x\\u0000"}]}'
+    )
+    batch = parse_body(body, 1, "Friday")
+    assert batch.data == [
+        [f"a{REPLACEMENT}b", REPLACEMENT, [REPLACEMENT], "\U0001f3e0", "\\u0000"],
+        {"city": f"x{REPLACEMENT}"},
+    ]
+    assert batch.sanitized == 4 and batch.body == body  # the body stays as delivered
+    assert parse_body(b'{"batch_number": 1, "data": [["\\u00e9"]]}', 1, "F").sanitized == 0
 
 
 def test_lists_and_objects_give_the_same_rows(servers: dict[str, SimulatorServer]) -> None:
@@ -171,10 +198,45 @@ def test_bad_group_is_an_error_with_the_message(server: SimulatorServer) -> None
     assert time.perf_counter() - started < 2  # a 400 is not retried
 
 
-def test_transient_failures_are_retried(server: SimulatorServer) -> None:
+def test_transient_failures_are_called_again_and_every_response_archived(
+    server: SimulatorServer,
+) -> None:
     server.set_faults(fail_next=2)
-    batch = client(server, "Retry", retries=2).fetch_next()
+    archived = []
+    batch = client(server, "Retry", retries=2).fetch_next(archived.append)
     assert batch.batch_number == 1
+    assert [r.status_code for r in archived] == [503, 503, 200]
+    assert archived[-1].body == batch.body and archived[0].retryable
+
+
+@pytest.mark.parametrize(
+    ("relabel", "problem"),
+    [
+        ({"batch_number": -1}, "batch_number -1 is not a whole number"),
+        ({"group_number": 2}, "batch 1 of group 2 day 'Stream', not of the stream asked for"),
+        ({"day": "Monday"}, "day 'Monday', not of the stream asked for"),
+    ],
+)
+def test_a_batch_of_another_stream_is_unusable(server: SimulatorServer, relabel, problem) -> None:
+    server.set_faults(relabel_next=1, relabel=relabel)
+    day = f"Stream{next(DAYS)}"
+    with pytest.raises(UnusablePayload, match=problem.replace("Stream", day)):
+        client(server, day).fetch_next()
+    assert client(server, day).fetch_next().batch_number == 2
+
+
+def test_a_truncated_body_is_unusable(server: SimulatorServer) -> None:
+    server.set_faults(truncate_next=1)
+    archived = []
+    with pytest.raises(UnusablePayload, match=r"answered 200 with .* bytes that are not a /data"):
+        client(server, "Truncated").fetch_next(archived.append)
+    assert [r.status_code for r in archived] == [200] and archived[0].body.startswith(b"{")
+
+
+def test_no_answer_is_a_response_too() -> None:
+    response = DataApiClient(f"http://127.0.0.1:{free_port()}", 1, "Tuesday", 1.0).get_data()
+    assert (response.status_code, response.body) == (None, b"")
+    assert response.retryable and response.error.startswith("ConnectError")
 
 
 def test_gives_up_after_the_retries_without_losing_a_batch(server: SimulatorServer) -> None:
