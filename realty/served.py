@@ -84,13 +84,13 @@ def _profile(
     settings: Settings, client: MlflowClient, version: str, answered: pd.DataFrame
 ) -> ServedProfile:
     listings = pd.DataFrame(list(answered["listing"]), columns=list(FIELDS))
-    priced = answered["prediction"].notna().to_numpy()
-    served = listings[priced].assign(**{TARGET: answered["prediction"][priced].to_numpy()})
+    # Inputs are every listing received; outputs the prices answered (NaN where it failed).
+    served = listings.assign(**{TARGET: answered["prediction"].to_numpy(dtype="float64")})
     reference = reference_profile(client.get_model_version(settings.price_model_name, version))
     return ServedProfile(
         version=version,
         listings=len(answered),
-        errors=int((~priced).sum()),
+        errors=int(served[TARGET].isna().sum()),
         latency_ms=_quantiles(answered["latency_ms"], {"p50": 50, "p95": 95, "p99": 99}),
         missing={field: float(listings[field].isna().mean()) for field in FIELDS},
         predictions=_quantiles(served[TARGET], {"p10": 10, "p50": 50, "p90": 90}),

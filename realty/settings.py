@@ -128,6 +128,14 @@ class Settings(BaseSettings):
         0.25, gt=0, description="Guardrail: median |log(challenger/production)| on one listing"
     )
 
+    # Monitoring of served traffic (realty/served.py, the served_traffic asset's check).
+    monitoring_max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="A version's error rate in an hour above this fails"
+    )
+    monitoring_max_p99_ms: float = Field(
+        250.0, gt=0, description="A version's p99 latency in an hour above this fails"
+    )
+
     # Serving (the FastAPI service, `realty serve`; docs/serving.md).
     serving_port: int = 8000
     serving_workers: int = Field(1, description="uvicorn worker processes of `realty serve`")

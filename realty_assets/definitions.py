@@ -7,6 +7,11 @@ from realty_assets.assets.digits import digits_automation_sensor, digits_model
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.monitoring import (
+    served_traffic,
+    served_traffic_job,
+    served_traffic_schedule,
+)
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
 from realty_assets.checks import LOOP_CHECKS, freshness_checks_sensor
@@ -25,10 +30,11 @@ defs = dg.Definitions(
         shap_report,
         batch_predictions,
         digits_model,
+        served_traffic,
     ],
     asset_checks=LOOP_CHECKS,
-    jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollout_job],
-    schedules=[source_schedule],
+    jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollout_job, served_traffic_job],
+    schedules=[source_schedule, served_traffic_schedule],
     sensors=[
         source_sensor,
         drift_sensor,

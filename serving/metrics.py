@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +35,8 @@ UNMATCHED = "unmatched"  # the route label of paths no route serves (bounded lab
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process's resident memory, CPU seconds and open fds (process_*).
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "realty_requests",
             "HTTP requests answered, by route, method, status, model version and arm",

@@ -99,7 +99,6 @@ def _table(profiles: list[ServedProfile]) -> str:
 served_traffic_job = dg.define_asset_job(
     "served_traffic_job",
     selection=[served_traffic],
-    partitions_def=hourly_windows,
     description="Profile one hour of served traffic.",
 )
 served_traffic_schedule = dg.build_schedule_from_partitioned_job(

@@ -112,6 +112,10 @@ def test_health_models_and_metrics_of_a_healthy_service(serving_server, producti
     assert f'realty_model_loaded{{model="realty-price",version="{version}"}} 1.0' in lines
     for name in ("scored", "failed", "dropped"):
         assert any(line.startswith(f"realty_shadow_{name}_total ") for line in lines), name
+    [memory] = [line for line in lines if line.startswith("process_resident_memory_bytes ")]
+    assert float(memory.split()[-1]) > 100e6  # a real process with the models loaded
+    assert any(line.startswith("process_cpu_seconds_total ") for line in lines)
+    assert any(line.startswith("process_open_fds ") for line in lines)
 
 
 def test_the_admin_reload_needs_the_token(serving_server) -> None:

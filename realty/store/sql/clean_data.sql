@@ -108,3 +108,14 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     metrics      jsonb
 );
 CREATE INDEX IF NOT EXISTS rollout_events_model ON rollout_events (model_name, event_id);
+
+-- What was served, per hourly window and model version (realty/served.py): the served_traffic
+-- asset rewrites a window's rows in one transaction, so re-running it never duplicates.
+CREATE TABLE IF NOT EXISTS served_windows (
+    window_start   timestamptz NOT NULL,
+    model_name     text NOT NULL,
+    model_version  text NOT NULL,
+    profile        jsonb NOT NULL,   -- ServedProfile.to_dict()
+    computed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (window_start, model_name, model_version)
+);
