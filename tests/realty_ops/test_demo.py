@@ -108,7 +108,8 @@ def test_demo_runs_every_batch_through_the_loop_and_exits(tmp_path: Path) -> Non
     }
     # The serving API priced listings of the last batch with the final production version.
     answer = summary["serving_examples"]["answer"]
-    assert answer["model"] == {"name": "realty-price", "version": summary["production"]["version"]}
+    production = summary["production"]["version"]
+    assert answer["model"] == {"name": "realty-price", "version": production, "arm": "production"}
     assert len(answer["predictions"]) == 3 and all(p["price"] > 0 for p in answer["predictions"])
     # Every route of the serving API answered, the digit routes too: digits_model was
     # materialized by its automation (the admin route is disabled without a token).
