@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     )
     rollout_max_error_rate: float = Field(0.01, ge=0, le=1, description="Guardrail per arm")
     rollout_max_p99_ms: float = Field(250.0, gt=0, description="Guardrail: the arm's p99 latency")
+    rollout_min_agreement: float = Field(
+        0.95, ge=0, le=1, description="Guardrail (digits): share of images both arms read alike"
+    )
     rollout_max_divergence: float = Field(
         0.25, gt=0, description="Guardrail: median |log(challenger/production)| on one listing"
     )

@@ -1,11 +1,13 @@
-"""Which arm answers each listing of a price request during a rollout, and the answers.
+"""Which arm answers each listing of a price request (or each digits request) during a
+rollout, and the answers.
 
 Canary routing is deterministic: a listing's bucket is hash(stable key, salt) mod 10,000 and
 the canary answers the buckets below share x 10,000. The stable key is the listing's identity
 (street, city, state, zip code) when it has one, else the request id and the item, so the same
 listing reaches the same arm for the whole step. The salt is the model and challenger version:
 a new challenger gets a fresh sample of listings, and since the buckets stay put while the share
-grows, a listing that reached the canary at 5% stays on it at 25%.
+grows, a listing that reached the canary at 5% stays on it at 25%. A digits image has no
+identity: its request id is the key.
 
 A canary that fails answers nothing wrong: its listings are answered by production and the
 failure is logged as the canary's (realty.model.rollout's error-rate guardrail counts it).
@@ -40,16 +42,20 @@ def bucket(key: str, salt: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def canary_items(arm: RolloutArm | None, listings: list[dict], request_id: str) -> list[int]:
-    """The items of a request the canary answers (none outside a canary step)."""
+def on_canary(arm: RolloutArm | None, key: str) -> bool:
+    """Whether the canary answers ``key`` (never outside a canary step)."""
     if arm is None or arm.stage != CANARY:
-        return []
+        return False
     salt = f"{arm.challenger.name}:{arm.challenger.version}"
-    cut = arm.share * BUCKETS
+    return bucket(key, salt) < arm.share * BUCKETS
+
+
+def canary_items(arm: RolloutArm | None, listings: list[dict], request_id: str) -> list[int]:
+    """The items of a price request the canary answers."""
     return [
         item
         for item, listing in enumerate(listings)
-        if bucket(listing_key(listing, request_id, item), salt) < cut
+        if on_canary(arm, listing_key(listing, request_id, item))
     ]
 
 

@@ -1,11 +1,14 @@
 """The rollout controller's judgement: the live figures of each arm since the step began, read
-from ``raw_data.inference_log``, and the move they call for.
+from ``raw_data.inference_log``, and the move they call for; for the price model and the
+digits classifier alike.
 
 Figures (price route, this step's window): the challenger's scored listings (as canary or in
 shadow), its error rate (listings it failed to price), the p99 latency of the answered
 listings per arm, and the divergence: the median |log(challenger / production)| over the
 listings both priced, joined on request id and item (serving makes those pairs: production's
-answer and the challenger's shadow, or the canary's answer and production's shadow).
+answer and the challenger's shadow, or the canary's answer and production's shadow). For the
+digits classifier the divergence is replaced by the agreement: the share of images both read
+as the same digit.
 
 A guardrail is judged once the challenger has ``rollout_min_requests`` listings; one that fails
 rolls it back at once, whatever the bake time. A step ends when its time is up with the
@@ -44,7 +47,31 @@ SELECT
     (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ln(c.prediction / p.prediction)))
      FROM challenger c JOIN production p USING (request_id, item)
      WHERE c.prediction > 0 AND p.prediction > 0),
-    (SELECT count(*) FROM production WHERE role = 'production')
+    (SELECT count(*) FROM production WHERE role = 'production'),
+    NULL
+"""
+
+# The digits classifier's: an error is a row with details.error, and instead of a divergence of
+# prices, the agreement of the two classes read from the same image.
+DIGITS_FIGURES = """
+WITH step AS (
+    SELECT request_id, item, role, model_version, latency_ms, details FROM inference_log
+    WHERE model_name = %(name)s AND logged_at >= %(since)s
+),
+challenger AS (SELECT * FROM step WHERE model_version = %(challenger)s),
+production AS (SELECT * FROM step WHERE model_version = %(production)s)
+SELECT
+    (SELECT count(*) FROM challenger),
+    (SELECT count(*) FROM challenger WHERE details ? 'error'),
+    (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FROM challenger
+     WHERE role = 'canary'),
+    (SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) FROM production
+     WHERE role = 'production'),
+    NULL,
+    (SELECT count(*) FROM production WHERE role = 'production'),
+    (SELECT avg((c.details->>'prediction' = p.details->>'prediction')::int)
+     FROM challenger c JOIN production p USING (request_id, item)
+     WHERE c.details ? 'prediction' AND p.details ? 'prediction')
 """
 
 
@@ -54,8 +81,9 @@ class ArmFigures:
     challenger_errors: int
     canary_p99_ms: float | None
     production_p99_ms: float | None
-    divergence: float | None  # median |log ratio| on shared listings
+    divergence: float | None  # prices: median |log ratio| on shared listings
     production_rows: int
+    agreement: float | None = None  # digits: share of shared images read alike
 
     @property
     def error_rate(self) -> float:
@@ -72,13 +100,14 @@ class Decision:
     reason: str
 
 
-def figures(settings: Settings, state: RolloutState) -> ArmFigures:
-    """The live figures of ``state``'s step (which must have a challenger)."""
+def figures(settings: Settings, name: str, state: RolloutState) -> ArmFigures:
+    """The live figures of ``state``'s step of model ``name`` (the step has a challenger)."""
+    query = DIGITS_FIGURES if name == settings.digits_model_name else FIGURES
     with connect("raw_data", settings) as conn:
         row = conn.execute(
-            FIGURES,
+            query,
             {
-                "name": settings.price_model_name,
+                "name": name,
                 "route": PRICE_ROUTE,
                 "since": datetime.fromisoformat(state.step_started_at),
                 "challenger": state.challenger,
@@ -100,6 +129,11 @@ def failed_guardrails(figures: ArmFigures, settings: Settings) -> list[str]:
     if figures.canary_p99_ms is not None and figures.canary_p99_ms > settings.rollout_max_p99_ms:
         failures.append(
             f"canary p99 {figures.canary_p99_ms:.0f} ms > {settings.rollout_max_p99_ms:.0f} ms"
+        )
+    if figures.agreement is not None and figures.agreement < settings.rollout_min_agreement:
+        failures.append(
+            f"agreement {figures.agreement:.1%} < {settings.rollout_min_agreement:.1%} "
+            "(the same images read alike by both)"
         )
     if figures.divergence is not None and figures.divergence > settings.rollout_max_divergence:
         failures.append(
@@ -135,12 +169,16 @@ def decide(
 
 
 def control(settings: Settings, client, now: datetime) -> str:
-    """One controller tick on the price model: read, decide, move; say what happened."""
-    name = settings.price_model_name
+    """One controller tick on each served model: read, decide, move; say what happened."""
+    models = (settings.price_model_name, settings.digits_model_name)
+    return "\n".join(_control(settings, client, name, now) for name in models)
+
+
+def _control(settings: Settings, client, name: str, now: datetime) -> str:
     state = rollout.read_state(client, name)
     if state.challenger is None or state.step_started_at is None:
         return f"{name}: no rollout"
-    live = figures(settings, state)
+    live = figures(settings, name, state)
     decision = decide(state, live, settings, now)
     if decision is None:
         return f"{name}: {state.describe()}; holding ({live.challenger_rows} listings)"

@@ -1,10 +1,10 @@
 """Rollout: the aliases ``production``, ``previous`` and ``challenger`` and the rollout's stage,
 moved only here, one move at a time, each move one audited row of ``rollout_events``.
 
-The state lives in the registry, where serving already looks: the three aliases, and tags
-``rollout.*`` on the registered model (stage, canary share, when the step began, paused). A
-move, under the model's PostgreSQL advisory lock (session-level: a crashed mover's lock goes
-with its connection):
+The state lives in the registry, where serving already looks: the three aliases, and the tag
+``rollout.step`` on the registered model (JSON: stage, canary share, when the step began,
+paused; one tag so that one write changes them together). A move, under the model's
+PostgreSQL advisory lock (session-level: a crashed mover's lock goes with its connection):
 
 1. completes a move that a crash interrupted (its row has ``applied_at`` null);
 2. reads the state and computes the target from it (so concurrent movers never race);
@@ -17,6 +17,7 @@ with its connection):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,10 +38,9 @@ from realty.store.db import connect
 
 ALIASES = (PRODUCTION, PREVIOUS, CHALLENGER)
 
-STAGE_TAG = "rollout.stage"
-SHARE_TAG = "rollout.share"
-STEP_STARTED_TAG = "rollout.step_started_at"
-PAUSED_TAG = "rollout.paused"
+# One tag, one write: a reader never sees a new stage with the old share.
+STEP_TAG = "rollout.step"
+STEP_FIELDS = ("stage", "share", "step_started_at", "paused")
 
 NONE, SHADOW, CANARY = "none", "shadow", "canary"
 LOCK_CLASS = 4243  # pg_advisory_lock(class, hashtext(model)); 4242 is the migrations' lock
@@ -66,12 +66,7 @@ class RolloutState:
         return {PRODUCTION: self.production, PREVIOUS: self.previous, CHALLENGER: self.challenger}
 
     def tags(self) -> dict[str, str]:
-        return {
-            STAGE_TAG: self.stage,
-            SHARE_TAG: f"{self.share:g}",
-            STEP_STARTED_TAG: self.step_started_at or "",
-            PAUSED_TAG: "true" if self.paused else "false",
-        }
+        return {STEP_TAG: json.dumps({field: getattr(self, field) for field in STEP_FIELDS})}
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,14 +103,12 @@ def read_state(client: MlflowClient, name: str) -> RolloutState:
             return RolloutState()
         raise
     aliases, tags = dict(model.aliases or {}), dict(model.tags or {})
+    step = json.loads(tags[STEP_TAG]) if STEP_TAG in tags else {}
     return RolloutState(
         production=aliases.get(PRODUCTION),
         previous=aliases.get(PREVIOUS),
         challenger=aliases.get(CHALLENGER),
-        stage=tags.get(STAGE_TAG, NONE),
-        share=float(tags.get(SHARE_TAG) or 0),
-        step_started_at=tags.get(STEP_STARTED_TAG) or None,
-        paused=tags.get(PAUSED_TAG) == "true",
+        **{field: step[field] for field in STEP_FIELDS if field in step},
     )
 
 

@@ -36,7 +36,7 @@ def rollout_view(request: Request, events: int = 20) -> RolloutView:
     name = settings.price_model_name
     state = request.app.state.models.slots[name].rollout_state
     try:
-        live = guardrails.figures(settings, state) if state.step_started_at else None
+        live = guardrails.figures(settings, name, state) if state.step_started_at else None
         recorded = rollout.events(settings, name, min(max(events, 1), 200))
     except psycopg.OperationalError as error:
         log.warning("rollout view: the database is not reachable: %s", error)

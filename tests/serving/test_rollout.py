@@ -4,6 +4,8 @@ through the moves."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -12,12 +14,14 @@ import httpx
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from sklearn.datasets import load_digits
 
 from realty.model import guardrails, rollout
 from realty_ops.sandbox import ServingProcess, copy_version, register_price_model
 from serving.schemas import EXAMPLE_LISTING
 
 ROLLOUT_MODEL = "realty-price-rollout"
+ROLLOUT_DIGITS = "digits-rollout"
 LISTINGS = 10_000
 REQUEST_LISTINGS = 1_000
 
@@ -30,26 +34,29 @@ def listings() -> list[dict]:
 class Rollout:
     def __init__(self, production_models) -> None:
         self.settings = production_models.settings.model_copy(
-            update={"price_model_name": ROLLOUT_MODEL}
+            update={"price_model_name": ROLLOUT_MODEL, "digits_model_name": ROLLOUT_DIGITS}
         )
         self.client = MlflowClient(self.settings.mlflow_url)
         source = ("realty-price", production_models.price_version)
         self.champion = copy_version(self.client, ROLLOUT_MODEL, *source)
         self.challenger = copy_version(self.client, ROLLOUT_MODEL, *source)
         rollout.promote(self.settings, self.client, ROLLOUT_MODEL, self.champion, "test", "v1")
+        digits = ("digits", production_models.digits_version)
+        self.digits = [copy_version(self.client, ROLLOUT_DIGITS, *digits) for _ in range(2)]
+        rollout.promote(self.settings, self.client, ROLLOUT_DIGITS, self.digits[0], "test", "v1")
         self.server = ServingProcess(self.settings, REALTY_SERVING_POLL_INTERVAL_S="0.3")
 
     def move(self, change, action: str) -> None:
         rollout.move(self.settings, self.client, ROLLOUT_MODEL, change, action, "test", action)
 
-    def wait_for(self, stage: str | None) -> None:
+    def wait_for(self, stage: str | None, share: float = 0.0) -> None:
         """Until the service follows the registry's rollout (None: no rollout)."""
         deadline = time.monotonic() + 60
         while True:
             models = httpx.get(f"{self.server.url}/v1/models").json()["models"]
             seen = next(m for m in models if m["name"] == ROLLOUT_MODEL)["rollout"]
             if (seen is None and stage is None) or (
-                seen and seen["stage"] == stage and seen["loaded"]
+                seen and (seen["stage"], seen["share"]) == (stage, share) and seen["loaded"]
             ):
                 return
             assert time.monotonic() < deadline, seen
@@ -110,7 +117,7 @@ def test_shadow_scores_every_listing_unseen_and_pairs_with_production(staged: Ro
 
 def test_the_canary_answers_its_share_and_the_same_listings_every_time(staged: Rollout) -> None:
     staged.move(partial(rollout.stepped, share=0.05), "step")
-    staged.wait_for("canary")
+    staged.wait_for("canary", 0.05)
     batch = listings()
 
     first = [p["arm"] for _, ps in staged.price(batch) for p in ps]
@@ -155,7 +162,7 @@ def test_a_challenger_that_doubles_every_price_is_rolled_back_on_canary(
     bad = register_price_model(staged.settings, doubled, promote=False)
     staged.move(partial(rollout.started, version=bad), "start")
     staged.move(partial(rollout.stepped, share=0.05), "step")
-    staged.wait_for("canary")
+    staged.wait_for("canary", 0.05)
 
     ticks = []
     while rollout.read_state(staged.client, ROLLOUT_MODEL).challenger is not None:
@@ -170,3 +177,58 @@ def test_a_challenger_that_doubles_every_price_is_rolled_back_on_canary(
     staged.wait_for(None)
     arms = {(p["arm"], p["version"]) for _, ps in staged.price(listings()[:1_000]) for p in ps}
     assert arms == {("production", staged.champion)}
+
+
+def test_digits_roll_out_too_shadow_pairs_and_canary_by_request(staged: Rollout) -> None:
+    """The classifier in the same mechanism: the challenger reads every image unseen in shadow,
+    answers its share of requests on canary, and the controller judges it by agreement."""
+    challenger = staged.digits[1]
+    eight = base64.b64encode(json.dumps(load_digits().images[8].tolist()).encode()).decode()
+
+    def read(count: int) -> list[dict]:
+        answers = []
+        for i in range(count):
+            body = {"request_id": f"d{i}", "image": eight}
+            response = httpx.post(f"{staged.server.url}/v1/digits/predict", json=body)
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+        return answers
+
+    def logged_roles(since: datetime) -> list[tuple]:
+        time.sleep(2.0)  # the writer's flush interval
+        with psycopg.connect(staged.settings.database_url("raw_data")) as conn:
+            return conn.execute(
+                "SELECT role, model_version, details->>'prediction' FROM inference_log "
+                "WHERE model_name = %s AND logged_at >= %s",
+                (ROLLOUT_DIGITS, since),
+            ).fetchall()
+
+    digits_move = partial(rollout.move, staged.settings, staged.client, ROLLOUT_DIGITS)
+    digits_move(partial(rollout.started, version=challenger), "start", "test", "shadow")
+    since = datetime.now(UTC)
+    deadline = time.monotonic() + 60
+    while not _challenger_loaded(staged, ROLLOUT_DIGITS):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    shadowed = read(20)
+    assert {a["prediction"] for a in shadowed} == {8}
+    assert {a["model"]["arm"] for a in shadowed} == {"production"}
+    rows = logged_roles(since)
+    assert sorted(r[:2] for r in rows if r[0] == "shadow") == [("shadow", challenger)] * 20
+    assert {r[2] for r in rows} == {"8"}  # both arms read the eight
+
+    digits_move(partial(rollout.stepped, share=0.5), "step", "test", "canary")
+    deadline = time.monotonic() + 60
+    while (arms := {a["model"]["arm"] for a in read(10)}) != {"production", "canary"}:
+        assert time.monotonic() < deadline, arms  # half the requests, by request id
+    live = guardrails.figures(
+        staged.settings, ROLLOUT_DIGITS, rollout.read_state(staged.client, ROLLOUT_DIGITS)
+    )
+    assert live.agreement == 1.0 and live.divergence is None and live.challenger_rows > 0
+    digits_move(rollout.aborted, "rollback", "test", "done")
+
+
+def _challenger_loaded(staged: Rollout, name: str) -> bool:
+    models = httpx.get(f"{staged.server.url}/v1/models").json()["models"]
+    rollout_seen = next(m for m in models if m["name"] == name)["rollout"]
+    return bool(rollout_seen and rollout_seen["loaded"])

@@ -60,6 +60,7 @@ def test_too_few_listings_hold_and_pause_holds_but_never_blocks_a_rollback() -> 
         (replace(HEALTHY, challenger_errors=10), "error rate 2.0%"),
         (replace(HEALTHY, canary_p99_ms=900.0), "canary p99 900 ms"),
         (replace(HEALTHY, divergence=0.3), "divergence 0.300"),
+        (replace(HEALTHY, divergence=None, agreement=0.9), "agreement 90.0% < 95.0%"),
     ],
 )
 def test_each_guardrail_rolls_back_before_the_bake_time(figures, failure) -> None:
@@ -88,15 +89,14 @@ def test_figures_come_from_the_steps_inference_log_rows(pg_settings: Settings) -
     for item in range(100):  # canary answers 100 at twice production's price, 5 fail
         price = None if item < 5 else 200_000.0
         rows += [
-            ("r", item, "canary", "2", price, 30.0),
-            ("r", item, "shadow", "1", 100_000.0, 1.0),
+            (name, item, "canary", "2", price, 30.0),
+            (name, item, "shadow", "1", 1e5, 1.0),
         ]
-    rows += [("p", item, "production", "1", 100_000.0, 10.0) for item in range(300)]
+    rows += [(f"{name}-p", item, "production", "1", 1e5, 10.0) for item in range(300)]
     _log(settings, name, rows)
 
-    live = guardrails.figures(
-        settings, RolloutState("1", None, "2", "canary", 0.05, before.isoformat())
-    )
+    step = RolloutState("1", None, "2", "canary", 0.05, before.isoformat())
+    live = guardrails.figures(settings, name, step)
 
     assert (live.challenger_rows, live.challenger_errors, live.production_rows) == (100, 5, 300)
     assert live.divergence == pytest.approx(0.6931, abs=1e-3)
@@ -104,7 +104,7 @@ def test_figures_come_from_the_steps_inference_log_rows(pg_settings: Settings) -
         10.0
     )
     later = RolloutState("1", None, "2", "canary", 0.05, datetime.now(UTC).isoformat())
-    assert guardrails.figures(settings, later).challenger_rows == 0  # another step's window
+    assert guardrails.figures(settings, name, later).challenger_rows == 0  # another step's window
 
 
 def test_a_sensor_tick_rolls_a_diverging_challenger_back(mlflow_settings, dagster_instance) -> None:
