@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -177,15 +178,28 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    workers = workers or settings.serving_workers
+    if workers > 1:
+        _share_metrics_between_workers(settings.home / "metrics")
     uvicorn.run(
         "serving.main:create_app",
         factory=True,
         host=settings.host,
         port=port or settings.serving_port,
-        workers=workers or settings.serving_workers,
+        workers=workers,
         log_level="info",
         access_log=False,  # every request is counted in /metrics and logged in inference_log
     )
+
+
+def _share_metrics_between_workers(directory: Path) -> None:
+    """Prometheus multiprocess mode (serving/metrics.py): the workers inherit the variable. The
+    directory starts empty, since counters left by an earlier server would add to this one's."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    from serving.metrics import MULTIPROC_DIR_ENV
+
+    os.environ[MULTIPROC_DIR_ENV] = str(directory)
 
 
 @app.command()

@@ -74,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.inference_log, settings.price_interval_level, settings.serving_shadow_queue
     )
     app.state.shadow.start()
+    app.state.metrics.start()
     # The ~250,000 objects of the started process (libraries, models) never become garbage:
     # out of the collector's sight, a full collection takes 0 ms instead of ~0.5 s (measured;
     # it would stall every request in flight).
@@ -88,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         sys.setswitchinterval(switch_interval)
         gc.unfreeze()
+        app.state.metrics.stop()
         await app.state.price_batcher.stop()
         await asyncio.to_thread(app.state.shadow.stop)
         app.state.models.stop()

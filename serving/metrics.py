@@ -6,10 +6,19 @@ counters. The request metrics come from a plain ASGI middleware (cheaper per req
 ``BaseHTTPMiddleware``); a route says which model version and arm answered by setting
 ``request.state.model_version`` and ``model_arm``. Counters that live elsewhere (the
 inference log writer, the model slots) are read at scrape time by a custom collector.
+
+With several uvicorn workers a scrape reaches one of them, so ``realty serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` and every worker writes its metrics to files there
+(prometheus_client's multiprocess mode); a scrape sums the files of all workers. The values
+that are read at scrape time (and the process collector's) exist only in their worker, so a
+thread copies them into those files every ``MIRROR_INTERVAL_S`` (``Mirror``); see
+docs/monitoring.md#several-workers.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,9 +26,11 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -30,26 +41,47 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 disable_created_metrics()  # no *_created series: nobody graphs when a label set first appeared
 UNMATCHED = "unmatched"  # the route label of paths no route serves (bounded label values)
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MIRROR_INTERVAL_S = 1.0
+# How the workers' copies of a gauge combine (the others add up): one loaded version is 1,
+# not the number of workers that loaded it.
+GAUGE_MODES = {
+    "realty_model_loaded": "livemax",
+    "realty_rollout_share": "livemax",
+    "process_max_fds": "livemax",
+    "process_start_time_seconds": "livemin",
+}
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    """The app's metrics; ``multiprocess_dir`` (default: ``$PROMETHEUS_MULTIPROC_DIR``) is
+    the directory the workers of one server share, None for a single process."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_DIR_ENV)
         self.registry = CollectorRegistry()
+        # In multiprocess mode the request metrics live in the shared files, not in a registry.
+        own = None if self.multiprocess_dir else self.registry
+        if self.multiprocess_dir:
+            multiprocess.MultiProcessCollector(self.registry, path=self.multiprocess_dir)
+        self.mirror = Mirror() if self.multiprocess_dir else None
         # The process's resident memory, CPU seconds and open fds (process_*).
-        ProcessCollector(registry=self.registry)
+        self.add_collector(ProcessCollector(registry=None).collect)
         self.requests = Counter(
             "realty_requests",
             "HTTP requests answered, by route, method, status, model version and arm",
             ["route", "method", "status", "model_version", "arm"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "realty_request_seconds",
             "Request latency in seconds, by route, model version and arm",
             ["route", "model_version", "arm"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
+        self._stop = threading.Event()
+        self._mirroring: threading.Thread | None = None
 
     def observe(
         self, route: str, method: str, status: int, version: str, arm: str, seconds: float
@@ -58,7 +90,98 @@ class ServingMetrics:
         self.latency.labels(route, version, arm).observe(seconds)
 
     def add_collector(self, collect: Callable[[], Iterator[Any]]) -> None:
-        self.registry.register(_FunctionCollector(collect))
+        if self.mirror:
+            self.mirror.sources.append(collect)
+        else:
+            self.registry.register(_FunctionCollector(collect))
+
+    def refresh(self) -> None:
+        """Copy this worker's scrape-time values into the shared files (multiprocess mode)."""
+        if self.mirror:
+            self.mirror.refresh()
+
+    def start(self) -> None:
+        """In multiprocess mode, mirror this worker's values every ``MIRROR_INTERVAL_S``, so a
+        scrape answered by another worker sees them."""
+        if self.mirror and self._mirroring is None:
+            self._mirroring = threading.Thread(
+                target=self._mirror_until_stopped, name="metrics-mirror", daemon=True
+            )
+            self._mirroring.start()
+
+    def stop(self) -> None:
+        """Stop mirroring and drop this worker's live gauges (its counters keep counting)."""
+        self._stop.set()
+        if self._mirroring:
+            self._mirroring.join()
+        if self.multiprocess_dir:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    def _mirror_until_stopped(self) -> None:
+        while not self._stop.wait(MIRROR_INTERVAL_S):
+            self.refresh()
+
+
+class Mirror:
+    """Writes the families of ``sources`` into multiprocess metrics: a counter grows by what its
+    source grew since the last refresh; a gauge takes its source's value, and a label set its
+    source stopped reporting (a version no longer loaded) goes back to 0."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterator[Any]]] = []
+        self._metrics: dict[str, Counter | Gauge] = {}
+        self._values: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        with self._lock:
+            seen: set[tuple[str, tuple[str, ...]]] = set()
+            for source in self.sources:
+                for family in source():
+                    seen |= self._write(family)
+            for name, labels in self._values.keys() - seen:
+                metric = self._metrics[name]
+                if isinstance(metric, Gauge):
+                    self._set(metric, name, labels, 0.0)
+
+    def _write(self, family: Any) -> set[tuple[str, tuple[str, ...]]]:
+        seen = set()
+        for sample in family.samples:
+            if family.type == "counter" and not sample.name.endswith("_total"):
+                continue  # a *_created sample
+            labels = tuple(sample.labels[n] for n in sorted(sample.labels))
+            metric = self._metric(family, sorted(sample.labels))
+            if isinstance(metric, Counter):
+                grown = sample.value - self._values.get((family.name, labels), 0.0)
+                if grown > 0:
+                    (metric.labels(*labels) if labels else metric).inc(grown)
+                self._values[(family.name, labels)] = sample.value
+            else:
+                self._set(metric, family.name, labels, sample.value)
+            seen.add((family.name, labels))
+        return seen
+
+    def _set(self, gauge: Gauge, name: str, labels: tuple[str, ...], value: float) -> None:
+        (gauge.labels(*labels) if labels else gauge).set(value)
+        self._values[(name, labels)] = value
+
+    def _metric(self, family: Any, labelnames: list[str]) -> Counter | Gauge:
+        if family.name not in self._metrics:
+            if family.type == "counter":
+                metric: Counter | Gauge = Counter(
+                    family.name, family.documentation, labelnames, registry=None
+                )
+            else:
+                mode = GAUGE_MODES.get(family.name, "livesum")
+                metric = Gauge(
+                    family.name,
+                    family.documentation,
+                    labelnames,
+                    registry=None,
+                    multiprocess_mode=mode,
+                )
+            self._metrics[family.name] = metric
+        return self._metrics[family.name]
 
 
 class _FunctionCollector(Collector):

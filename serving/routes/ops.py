@@ -57,7 +57,8 @@ async def ready(
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text format: requests and latency per route and model version, the
-    inference log's queue and rows, model reloads."""
+    inference log's queue and rows, model reloads; with several workers, all of theirs."""
+    request.app.state.metrics.refresh()
     body = generate_latest(request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

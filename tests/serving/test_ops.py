@@ -118,6 +118,40 @@ def test_health_models_and_metrics_of_a_healthy_service(serving_server, producti
     assert any(line.startswith("process_open_fds ") for line in lines)
 
 
+def test_metrics_add_up_the_workers_of_one_server(production_models) -> None:
+    """With 2 uvicorn workers a scrape reaches one of them and still counts both's requests."""
+    settings = production_models.settings
+    with ServingProcess(settings, REALTY_SERVING_WORKERS="2") as server:
+        files = settings.home / "metrics"
+        sent = 0
+        # New connections until both workers' counter files hold a price request.
+        while sent < 400 and not _each_worker_answered(files, b"/v1/price/predict"):
+            with httpx.Client() as client:
+                client.post(f"{server.url}/v1/price/predict", json={"listings": [EXAMPLE_LISTING]})
+            sent += 1
+        assert _each_worker_answered(files, b"/v1/price/predict"), "one worker took every request"
+        version = production_models.price_version
+        for _ in range(8):  # each scrape is answered by either worker
+            lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+            answered = [
+                float(line.split()[-1])
+                for line in lines
+                if line.startswith("realty_requests_total{")
+                and 'route="/v1/price/predict",status="200"' in line
+            ]
+            assert sum(answered) == sent
+            assert f'realty_model_loaded{{model="realty-price",version="{version}"}} 1.0' in lines
+        time.sleep(1.5)  # a mirror tick: each worker's resident memory is in the files
+        lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+        [memory] = [line for line in lines if line.startswith("process_resident_memory_bytes ")]
+        assert float(memory.split()[-1]) > 200e6  # two processes with the models loaded
+
+
+def _each_worker_answered(files, route: bytes) -> bool:
+    counters = list(files.glob("counter_*.db"))
+    return len(counters) == 2 and all(route in path.read_bytes() for path in counters)
+
+
 def test_the_admin_reload_needs_the_token(serving_server) -> None:
     # The session server has no token configured: the route is disabled.
     response = httpx.post(f"{serving_server.url}/v1/admin/reload")
