@@ -21,7 +21,7 @@ DATABASES = ("dagster", "mlflow", "raw_data", "clean_data")
 
 # The settings that are secrets: SecretStr (masked in repr, logs and dumps), never written into
 # Dagster resource config or a child's command line, read from the environment where needed.
-SECRET_SETTINGS = frozenset({"pg_url", "serving_admin_token"})
+SECRET_SETTINGS = frozenset({"pg_url", "serving_admin_token", "alert_webhook_url"})
 
 
 class Settings(BaseSettings):
@@ -138,6 +138,17 @@ class Settings(BaseSettings):
     monitoring_max_p99_ms: float = Field(
         250.0, gt=0, description="A version's p99 latency in an hour above this fails"
     )
+    # Alerts (docs/monitoring.md#alerts). A webhook URL often carries its token (Slack's do).
+    alert_webhook_url: SecretStr | None = Field(
+        None,
+        description="Where a check that starts or stops failing is POSTed (JSON); unset = "
+        "alerts are only recorded (clean_data.alerts, the web app, the Dagster UI)",
+    )
+    alert_webhook_timeout_s: float = Field(5.0, gt=0, description="Seconds per webhook call")
+    alert_max_attempts: int = Field(
+        5, ge=1, description="Webhook calls per alert before it is left undelivered"
+    )
+    alert_interval_s: int = Field(30, ge=1, description="Seconds between alert_sensor ticks")
 
     # Serving (the FastAPI service, `realty serve`; docs/serving.md).
     serving_port: int = 8000

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from realty.settings import get_settings
+from realty_assets.alerts import alert_sensor
 from realty_assets.assets.digits import digits_automation_sensor, digits_model
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
@@ -42,6 +43,7 @@ defs = dg.Definitions(
         freshness_checks_sensor,
         digits_automation_sensor,
         rollout_sensor,
+        alert_sensor,
     ],
     resources=build_resources(get_settings()),
     # One process per run, not per step: a step process costs ~8 s of imports on 2 cores,

@@ -119,3 +119,30 @@ CREATE TABLE IF NOT EXISTS served_windows (
     computed_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (window_start, model_name, model_version)
 );
+
+-- Asset checks as alerts (realty/alerts.py): the last verdict of every check and partition,
+-- and one alert each time a check starts failing (firing) or passes again (resolved).
+CREATE TABLE IF NOT EXISTS check_states (
+    asset          text NOT NULL,
+    check_name     text NOT NULL,
+    partition      text NOT NULL,    -- '' for an unpartitioned check
+    failing        boolean NOT NULL,
+    record_id      bigint NOT NULL,  -- Dagster's id of the evaluation that set it
+    PRIMARY KEY (asset, check_name, partition)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id       bigserial PRIMARY KEY,
+    record_id      bigint NOT NULL UNIQUE,  -- the evaluation it reports: a re-read adds nothing
+    raised_at      timestamptz NOT NULL,
+    state          text NOT NULL CHECK (state IN ('firing', 'resolved')),
+    asset          text NOT NULL,
+    check_name     text NOT NULL,
+    partition      text NOT NULL,
+    severity       text NOT NULL,
+    description    text,
+    run_id         text NOT NULL,
+    attempts       integer NOT NULL DEFAULT 0,
+    delivered_at   timestamptz,
+    last_error     text
+);
+CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts (alert_id) WHERE delivered_at IS NULL;
