@@ -6,13 +6,20 @@ more than its prediction on a busy 2-core machine."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
+import psycopg
 from fastapi import HTTPException, Request
 
 from realty.settings import Settings
+from realty.store.db import connect
 from serving.inference_log import InferenceRecord
 from serving.model_holder import LoadedModel, ModelHolder, RolloutArm
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5
 
 
 async def settings(request: Request) -> Settings:
@@ -72,3 +79,14 @@ def record(
         interval_high=interval["high"] if interval else None,
         role=role,
     )
+
+
+def database(settings: Settings, name: str, what: str) -> psycopg.Connection:
+    """A connection to database ``name``, or 503 saying that ``what`` is unknown without it."""
+    try:
+        return connect(name, settings, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as error:
+        log.warning("%s: %s is not reachable: %s", what, name, error)
+        raise HTTPException(
+            503, f"the {name} database is not reachable, so the {what} is unknown"
+        ) from error

@@ -28,7 +28,7 @@ from serving.metrics import (
     rollout_families,
     shadow_families,
 )
-from serving.routes import digits, history, ops, price, rollout
+from serving.routes import digits, history, monitoring, ops, price, rollout
 from serving.routes import vision as vision_routes
 from serving.shadow import ShadowScorer
 
@@ -142,4 +142,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vision_routes.router)
     app.include_router(history.router)
     app.include_router(rollout.router)
+    app.include_router(monitoring.router)
     return app

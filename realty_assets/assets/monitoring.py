@@ -11,14 +11,15 @@ inputs and outputs against the version's training data.
 from datetime import timedelta
 
 import dagster as dg
-from psycopg.types.json import Jsonb
 
 from realty.served import ServedProfile, served_window
+from realty.store.served import replace_window, windows_since
 from realty_assets.resources import MlflowResource, PostgresResource
 
 MONITORING_GROUP = "monitoring"
 hourly_windows = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", timezone="UTC")
 SERVED_CHECK = "served_traffic_healthy"
+CHART_SPAN = timedelta(hours=23)  # the metadata's chart: this window and the 23 before
 
 
 @dg.asset(
@@ -37,23 +38,16 @@ def served_traffic(
     start = context.partition_time_window.start
     with postgres.connect("raw_data") as raw:
         profiles = served_window(settings, raw, mlflow.client(), start, start + timedelta(hours=1))
-    with postgres.connect("clean_data") as clean, clean.transaction():
-        clean.execute(
-            "DELETE FROM served_windows WHERE window_start = %s AND model_name = %s",
-            (start, settings.price_model_name),
-        )
-        for profile in profiles:
-            clean.execute(
-                "INSERT INTO served_windows (window_start, model_name, model_version, profile) "
-                "VALUES (%s, %s, %s, %s)",
-                (start, settings.price_model_name, profile.version, Jsonb(profile.to_dict())),
-            )
+    with postgres.connect("clean_data", autocommit=True) as clean:
+        replace_window(clean, start, settings.price_model_name, [p.to_dict() for p in profiles])
+        recent = windows_since(clean, settings.price_model_name, start - CHART_SPAN)
     problems = [p for profile in profiles for p in problems_of(profile, settings)]
     return dg.MaterializeResult(
         metadata={
             "listings": sum(p.listings for p in profiles),
             "versions": [p.version for p in profiles],
             "window": dg.MetadataValue.md(_table(profiles)),
+            "last_day": dg.MetadataValue.md(_chart(recent)),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -94,6 +88,13 @@ def _table(profiles: list[ServedProfile]) -> str:
             f"{'; '.join(p.drift.reasons) or 'none'} |"
         )
     return "\n".join(lines)
+
+
+def _chart(windows) -> str:
+    """The day's windows as a chart, inline in the metadata's markdown (a PNG data URL)."""
+    from realty.served_chart import figure_png_base64, served_figure  # matplotlib: seconds
+
+    return f"![served traffic](data:image/png;base64,{figure_png_base64(served_figure(windows))})"
 
 
 served_traffic_job = dg.define_asset_job(

@@ -7,23 +7,17 @@ Read from RAW (``raw_batches``) and CLEAN (``clean_batches``, ``drift_reports``,
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any, Literal
 
-import psycopg
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from realty.settings import Settings
-from realty.store.db import connect
 from realty.store.ledger import BatchRecord, batch_history
-
-log = logging.getLogger(__name__)
+from serving.deps import database
 
 router = APIRouter(tags=["history"])
-
-CONNECT_TIMEOUT_S = 5
 
 
 class DriftScores(BaseModel):
@@ -67,18 +61,12 @@ class BatchesResponse(BaseModel):
     batches: list[BatchHistory]
 
 
-def _connect(settings: Settings, database: str) -> psycopg.Connection:
-    try:
-        return connect(database, settings, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.OperationalError as error:
-        log.warning("batch history: %s is not reachable: %s", database, error)
-        raise HTTPException(
-            503, f"the {database} database is not reachable, so the batch history is unknown"
-        ) from error
-
-
 def _history(settings: Settings) -> list[BatchRecord]:
-    with _connect(settings, "raw_data") as raw, _connect(settings, "clean_data") as clean:
+    what = "batch history"
+    with (
+        database(settings, "raw_data", what) as raw,
+        database(settings, "clean_data", what) as clean,
+    ):
         return batch_history(raw, clean)
 
 

@@ -17,10 +17,13 @@ HOUR = datetime(2026, 1, 1, 10, tzinfo=UTC)  # before any other test's rows
 PARTITION = "2026-01-01-10:00"
 
 
-def _log(settings, version: str, listings: list[dict], predictions: list, role="production"):
+def log_served(
+    settings, version: str, listings: list[dict], predictions: list, role="production", hour=HOUR
+):
+    """Inference log rows of ``listings`` answered by ``version`` within ``hour``."""
     rows = [
-        (f"served-{role}-{item}", item, HOUR + timedelta(seconds=item % 3_000), version,
-         5.0 + item % 10, Jsonb(listing), prediction, role)
+        (f"served-{hour:%m%d%H}-{role}-{item}", item, hour + timedelta(seconds=item % 3_000),
+         version, 5.0 + item % 10, Jsonb(listing), prediction, role)
         for item, (listing, prediction) in enumerate(zip(listings, predictions, strict=True))
     ]  # fmt: skip
     with psycopg.connect(settings.database_url("raw_data")) as conn, conn.cursor() as cur:
@@ -44,8 +47,8 @@ def test_an_hour_of_served_traffic_is_profiled_per_version(production_models, da
     served = [{**listing, "state": "Atlantis"} if i < 300 else listing
               for i, listing in enumerate(listings)]  # fmt: skip
     prices = [None if i < 30 else float(p) for i, p in enumerate(sample["price"])]  # 5% failed
-    _log(settings, version, served, prices)
-    _log(settings, version, served[:100], prices[:100], role="shadow")  # answered nobody
+    log_served(settings, version, served, prices)
+    log_served(settings, version, served[:100], prices[:100], role="shadow")  # answered nobody
 
     result = dg.materialize(
         [served_traffic], partition_key=PARTITION, instance=dagster_instance,
@@ -53,6 +56,9 @@ def test_an_hour_of_served_traffic_is_profiled_per_version(production_models, da
     )  # fmt: skip
 
     assert result.success
+    [materialization] = result.asset_materializations_for_node("served_traffic")
+    chart = materialization.metadata["last_day"].value
+    assert chart.startswith("![served traffic](data:image/png;base64,iVBOR")  # a PNG
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == SERVED_CHECK and not check.passed
     problems = check.metadata["problems"].value

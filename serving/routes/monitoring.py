@@ -1,0 +1,82 @@
+"""What was served and what was raised: the price model's hourly served windows
+(``clean_data.served_windows``, written by the served_traffic asset) and the alerts
+(``clean_data.alerts``, alert_sensor), for the web app's Monitoring tab."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from realty.store.alerts import recent_alerts
+from realty.store.served import windows_since
+from serving.deps import database
+
+router = APIRouter(tags=["monitoring"])
+
+WHAT = "monitoring record"
+
+
+class ServedWindow(BaseModel):
+    window_start: datetime
+    version: str
+    listings: int
+    error_rate: float
+    latency_ms: dict[str, float] = Field(description="p50, p95, p99")
+    predictions: dict[str, float] = Field(description="p10, p50, p90 of the prices answered")
+    missing: dict[str, float] = Field(description="Per field: the share of listings without it")
+    drift_reasons: list[str] = Field(description="Why the window's inputs or outputs drifted")
+
+
+class Alert(BaseModel):
+    alert_id: int
+    raised_at: datetime
+    state: str = Field(description="firing or resolved")
+    asset: str
+    check_name: str
+    partition: str
+    severity: str
+    description: str | None
+    delivered_at: datetime | None = Field(description="Null until the webhook took it")
+    attempts: int
+    last_error: str | None
+
+
+class MonitoringResponse(BaseModel):
+    model_name: str
+    windows: list[ServedWindow] = Field(description="Oldest first")
+    alerts: list[Alert] = Field(description="Newest first")
+
+
+@router.get("/v1/monitoring", response_model=MonitoringResponse)
+def monitoring(
+    request: Request,
+    hours: int = Query(48, ge=1, le=24 * 90, description="Windows of the last this many hours"),
+    since: datetime | None = Query(None, description="Windows from this time on, not `hours`"),
+    alerts: int = Query(50, ge=0, le=1_000, description="This many newest alerts"),
+) -> MonitoringResponse:
+    settings = request.app.state.settings
+    since = since or datetime.now(UTC) - timedelta(hours=hours)
+    with database(settings, "clean_data", WHAT) as conn:
+        windows = windows_since(conn, settings.price_model_name, since)
+        raised = recent_alerts(conn, alerts)
+    return MonitoringResponse(
+        model_name=settings.price_model_name,
+        windows=[_window(start, profile) for start, profile in windows],
+        alerts=[Alert(**alert) for alert in raised],
+    )
+
+
+def _window(start: datetime, profile: dict[str, Any]) -> ServedWindow:
+    return ServedWindow(
+        window_start=start,
+        version=profile["version"],
+        listings=profile["listings"],
+        error_rate=profile["error_rate"],
+        latency_ms=profile["latency_ms"],
+        predictions=profile["predictions"],
+        missing=profile["missing"],
+        drift_reasons=profile["drift"]["reasons"],
+    )

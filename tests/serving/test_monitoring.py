@@ -1,0 +1,78 @@
+"""GET /v1/monitoring over real HTTP: an hour profiled by the real served_traffic asset and an
+alert raised by realty.alerts, read back from the test PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+
+import dagster as dg
+import httpx
+import psycopg
+import pytest
+
+from realty import alerts
+from realty_assets.assets.monitoring import served_traffic
+from realty_assets.resources import build_resources
+from tests.realty_assets.test_monitoring import log_served
+
+pytestmark = pytest.mark.integration
+
+HOUR = datetime(2026, 1, 2, 10, tzinfo=UTC)  # an hour no other test serves
+
+
+def profiled_hour(production_models, dagster_instance, hour: datetime = HOUR) -> int:
+    """300 listings answered by production within ``hour``, profiled by the asset; returns
+    the id of an alert raised for it."""
+    settings, version = production_models.settings, production_models.price_version
+    sample = production_models.listings.head(300)
+    listings = json.loads(
+        sample.drop(columns=["price", "prev_sold_date"]).to_json(orient="records")
+    )
+    log_served(settings, version, listings, list(sample["price"]), hour=hour)
+    partition = f"{hour:%Y-%m-%d-%H:%M}"
+    assert dg.materialize(
+        [served_traffic], partition_key=partition, instance=dagster_instance,
+        resources=build_resources(settings),
+    ).success  # fmt: skip
+    evaluation = alerts.Evaluation(
+        record_id=random.randrange(10**12, 10**13), asset="served_traffic",
+        check_name="served_traffic_healthy", partition=partition, passed=False,
+        severity="ERROR", description=f"v{version}: p99 latency 400 ms", run_id="test-run",
+        evaluated_at=datetime.now(UTC),
+    )  # fmt: skip
+    with alerts_connection(settings) as conn:
+        alerts.record(conn, evaluation)
+        [(alert_id,)] = conn.execute(
+            "SELECT alert_id FROM alerts WHERE record_id = %s", (evaluation.record_id,)
+        ).fetchall()
+    return alert_id
+
+
+def alerts_connection(settings) -> psycopg.Connection:
+    return psycopg.connect(settings.database_url("clean_data"), autocommit=True)
+
+
+def test_the_served_windows_and_the_alerts_are_read_back(
+    serving_server, production_models, dagster_instance
+) -> None:
+    alert_id = profiled_hour(production_models, dagster_instance)
+
+    answer = httpx.get(
+        f"{serving_server.url}/v1/monitoring", params={"since": HOUR.isoformat(), "alerts": 500}
+    )
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    [window] = [w for w in body["windows"] if w["window_start"].startswith("2026-01-02T10")]
+    assert (window["version"], window["listings"], window["error_rate"]) == (
+        production_models.price_version, 300, 0.0,
+    )  # fmt: skip
+    assert window["latency_ms"]["p99"] >= window["latency_ms"]["p50"] >= 5.0
+    assert window["predictions"]["p10"] <= window["predictions"]["p50"]
+    [alert] = [a for a in body["alerts"] if a["alert_id"] == alert_id]
+    assert (alert["state"], alert["check_name"], alert["delivered_at"]) == (
+        "firing", "served_traffic_healthy", None,
+    )  # fmt: skip
+    assert httpx.get(f"{serving_server.url}/v1/monitoring", params={"hours": 0}).status_code == 422
