@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import io
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from matplotlib import dates
 from matplotlib.figure import Figure
 
+HALF_HOUR = timedelta(minutes=30)
 PANELS = (
     ("listings", "listings answered", lambda p: p["listings"]),
     ("p99", "p99 latency (ms)", lambda p: p["latency_ms"].get("p99")),
@@ -32,6 +34,10 @@ def served_figure(windows: list[tuple[datetime, dict[str, Any]]]) -> Figure:
             axes.plot([start for start, _ in points], values, marker="o", markersize=3,
                       label=f"v{version}")  # fmt: skip
         axes.set_title(title, fontsize=10)
+        if windows:  # half an hour of room each side, so a single window is not a year wide
+            starts = [start for start, _ in windows]
+            axes.set_xlim(min(starts) - HALF_HOUR, max(starts) + HALF_HOUR)
+        axes.xaxis.set_major_formatter(dates.DateFormatter("%m-%d %H:%M"))
         axes.tick_params(axis="x", labelrotation=45, labelsize=7)
         axes.tick_params(axis="y", labelsize=8)
     if by_version:

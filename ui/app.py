@@ -253,6 +253,44 @@ def drift_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> No
     demo.load(load, None, [note, chart, table])
 
 
+def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
+    """What the price model served, hour by hour and per version, and the alerts raised."""
+    gr.Markdown(
+        "What the price model answered, per hour and version: listings, error rate, latency, "
+        "the median price, and drift of what clients sent against the version's training data. "
+        "Below, the alerts: checks that started failing or passed again."
+    )
+    with gr.Row():
+        hours = gr.Dropdown(
+            [("last 24 hours", 24), ("last 48 hours", 48), ("last 7 days", 168)],
+            value=48, label="Period", elem_id="monitoring-hours", scale=0,
+        )  # fmt: skip
+        refresh = gr.Button("Refresh", size="sm", scale=0)
+    note = gr.Markdown(elem_id="monitoring-note")
+    chart = gr.Plot(label="Served traffic", elem_id="monitoring-chart")
+    windows = gr.Markdown(elem_id="monitoring-windows")
+    alerts = gr.Markdown(elem_id="monitoring-alerts")
+
+    def load(period: int) -> tuple[Any, ...]:
+        try:
+            record = serving.monitoring(int(period))
+        except BackendError as error:
+            return _problem(error), None, "", ""
+        served, raised = record["windows"], record["alerts"]
+        firing = formatting.firing_checks(raised)
+        message = (
+            f"{len(served)} version-hours served in the period"
+            f" ({sum(w['listings'] for w in served):,} listings); "
+            + (f"**firing: {', '.join(firing)}**" if firing else "no check is failing")
+        )
+        figure = charts.served_figure(served) if served else None
+        return message, figure, formatting.windows_table(served), formatting.alerts_table(raised)
+
+    refresh.click(load, hours, [note, chart, windows, alerts])
+    hours.change(load, hours, [note, chart, windows, alerts])
+    demo.load(load, hours, [note, chart, windows, alerts])
+
+
 def counter_tab(serving: ServingClient) -> None:
     """A photo → the objects the chosen detector finds, boxed, counted and listed."""
     gr.Markdown("Upload a photo; the detector boxes and counts what it recognises.")
@@ -332,6 +370,8 @@ def build_app(settings: Settings) -> gr.Blocks:
             models_tab(registry, serving, settings.price_model_name, demo)
         with gr.Tab("Data & drift", id="drift"):
             drift_tab(serving, settings, demo)
+        with gr.Tab("Monitoring", id="monitoring"):
+            monitoring_tab(serving, demo)
         with gr.Tab("Object counter", id="counter"):
             counter_tab(serving)
         with gr.Tab("Digits", id="digits"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from realty import served_chart
 from ui.formatting import dollars
 
 UP, DOWN = "#c0392b", "#2471a3"  # raises the price / lowers it
@@ -176,3 +178,10 @@ def drift_figure(batches: list[dict[str, Any]], psi_threshold: float | None = No
         axes.set_xlim(every[0] - 0.5, every[-1] + 0.5)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
+
+
+def served_figure(windows: list[dict[str, Any]]) -> Figure:
+    """GET /v1/monitoring's windows as realty.served_chart draws them (the asset's chart)."""
+    return served_chart.served_figure(
+        [(datetime.fromisoformat(w["window_start"]), w) for w in windows]
+    )

@@ -113,6 +113,10 @@ class ServingClient:
     def batches(self) -> list[dict[str, Any]]:
         return self._http.json("GET", "/v1/batches")["batches"]
 
+    def monitoring(self, hours: int) -> dict[str, Any]:
+        """The price model's served windows of the last ``hours`` and the newest alerts."""
+        return self._http.json("GET", f"/v1/monitoring?hours={hours}")
+
     def count(
         self, image: bytes, model: str, confidence: float, object_name: str | None
     ) -> dict[str, Any]:

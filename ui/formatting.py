@@ -339,3 +339,77 @@ def sketch_png(sketch: dict[str, Any] | np.ndarray | None) -> bytes | None:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "hour (UTC)", "version", "listings", "error rate", "p50", "p99", "median price",
+    "drift",
+)  # fmt: skip
+ALERT_COLUMNS: tuple[str, ...] = (
+    "raised (UTC)", "state", "check", "partition", "what", "webhook",
+)  # fmt: skip
+
+
+def windows_table(windows: list[dict[str, Any]]) -> str:
+    """The Monitoring tab's table of served windows, newest first."""
+    if not windows:
+        return "Nothing served in the period (or served_traffic has not run yet)."
+    return markdown_table(WINDOW_COLUMNS, window_rows(windows))
+
+
+def alerts_table(alerts: list[dict[str, Any]]) -> str:
+    if not alerts:
+        return "No alert yet."
+    return markdown_table(ALERT_COLUMNS, alert_rows(alerts))
+
+
+def window_rows(windows: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per served window and version, newest first (``WINDOW_COLUMNS``)."""
+    return [
+        [
+            w["window_start"][:16].replace("T", " "),
+            f"v{w['version']}",
+            f"{w['listings']:,}",
+            f"{w['error_rate']:.1%}",
+            _milliseconds(w["latency_ms"].get("p50")),
+            _milliseconds(w["latency_ms"].get("p99")),
+            dollars(w["predictions"]["p50"]) if "p50" in w["predictions"] else "-",
+            "; ".join(_short(reason) for reason in w["drift_reasons"]) or "none",
+        ]
+        for w in reversed(windows)
+    ]
+
+
+def alert_rows(alerts: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per alert, newest first (``ALERT_COLUMNS``)."""
+    return [
+        [
+            a["raised_at"][:19].replace("T", " "),
+            a["state"],
+            f"{a['asset']} / {a['check_name']}",
+            a["partition"] or "-",
+            a["description"] or "-",
+            _delivery(a),
+        ]
+        for a in alerts
+    ]
+
+
+def _delivery(alert: dict[str, Any]) -> str:
+    if alert["delivered_at"]:
+        return "delivered"
+    if alert["attempts"]:
+        return f"not delivered ({alert['attempts']} calls: {alert['last_error']})"
+    return "not sent (no webhook set, or not yet)"
+
+
+def firing_checks(alerts: list[dict[str, Any]]) -> list[str]:
+    """The checks (and partitions) whose newest alert is ``firing``: failing now."""
+    newest: dict[tuple[str, str, str], str] = {}
+    for a in alerts:  # newest first
+        newest.setdefault((a["asset"], a["check_name"], a["partition"]), a["state"])
+    return [
+        f"{check}" + (f" [{partition}]" if partition else "")
+        for (_, check, partition), state in newest.items()
+        if state == "firing"
+    ]

@@ -4,6 +4,7 @@ on loopback. Every test leaves a screenshot in var/test-artifacts/."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -147,6 +148,26 @@ def test_data_and_drift_tab_shows_each_batch_and_the_scores(
     assert re.search(rf"{third}\s+600\s+-\s+-\s+not judged yet", table), table
     assert second in table
     page.locator("#drift-chart img").wait_for()
+
+
+def test_monitoring_tab_shows_the_served_hours_and_the_alerts(
+    live_ui: str, page, production_models, dagster_instance
+) -> None:
+    from tests.serving.test_monitoring import profiled_hour
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    profiled_hour(production_models, dagster_instance, hour)
+    page.goto(live_ui)
+    page.get_by_role("tab", name="Monitoring").click()
+    note = wait_for_text(page, "monitoring-note", r"version-hours served")
+    assert f"firing: served_traffic_healthy [{hour:%Y-%m-%d-%H:%M}]" in note
+    windows = page.locator("#monitoring-windows").inner_text()
+    version = production_models.price_version
+    assert re.search(rf"{hour:%Y-%m-%d %H:%M}\s+v{version}\s+300\s+0\.0%", windows), windows
+    alerts = page.locator("#monitoring-alerts").inner_text()
+    assert "served_traffic / served_traffic_healthy" in alerts and "firing" in alerts
+    assert "p99 latency 400 ms" in alerts
+    page.locator("#monitoring-chart img").wait_for()
 
 
 def test_digits_tab_reads_an_uploaded_digit(live_ui: str, page, production_models) -> None:
