@@ -19,7 +19,7 @@ A row is rejected by the first rule it fails, in this order (docs/cleaning.md sa
 | 11 | absurd_acre_lot | acre_lot is negative or above max_acre_lot (50,000 acres) |
 | 12 | future_date | prev_sold_date (YYYY-MM-DD) is after the rules' today |
 | 13 | implausible_date | prev_sold_date (YYYY-MM-DD) is before min_sold_date (1900-01-01) |
-| 14 | unparseable_date | prev_sold_date is not a YYYY-MM-DD calendar date |
+| 14 | unparseable_date | prev_sold_date is not a YYYY-MM-DD calendar date (a time may follow) |
 | 15 | duplicate_in_batch | its twelve clean values equal an earlier clean row's in the batch |
 
 ``dedupe_against`` adds ``duplicate_of_earlier_batch`` for listings an earlier batch delivered.
@@ -29,6 +29,7 @@ case; state spelled as in US_STATES whatever its case or spacing; runs of whites
 one space; zip code "601", "601.0" or ZIP+4 "00601-1234" → "00601", any other zip → null;
 whole floats for ids and rooms ("3.0" → 3); a 0-acre lot → null (the source writes 0 for
 condos and unknown lots). Optional fields (all but status, price, city, state) may be missing.
+Each field is read by its realty.schema parser (docs/cleaning.md#one-parser-per-field).
 
 ``row_hash`` identifies a listing by its twelve clean values (not row_index): 128 bits folded
 from per-value fingerprints with splitmix64's finaliser, the same in every batch, process and
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import NamedTuple
@@ -52,7 +54,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from realty.schema import LISTING_COLUMNS, STATUS_VALUES, US_STATES, ZIP_CODE_PATTERN
+from realty.schema import (
+    LISTING_COLUMNS,
+    MAX_ID,
+    NULL_TEXTS,
+    NUMBER_PATTERN,
+    STATUS_VALUES,
+    date_value,
+    state_value,
+    status_value,
+    text_value,
+    zip_code_value,
+)
 
 CLEAN_COLUMNS: tuple[str, ...] = ("row_index", *LISTING_COLUMNS, "row_hash")
 REJECT_COLUMNS: tuple[str, ...] = ("row_index", "reason", "detail")
@@ -61,13 +74,9 @@ NUMERIC_COLUMNS = ("price", "brokered_by", "bed", "bath", "acre_lot", "street", 
 INTEGER_COLUMNS = ("brokered_by", "bed", "bath", "street")
 ID_COLUMNS = ("brokered_by", "street")
 TEXT_COLUMNS = ("status", "city", "state", "zip_code")
-MAX_ID = 2**53  # float64 holds every whole number up to here exactly
 
-_MISSING_TEXTS = pa.array(["", "nan", "NaN", "NAN"])  # a float NaN written as text is missing
-_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_MISSING_TEXTS = pa.array(sorted(NULL_TEXTS))
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_STATE_KEYS = pa.array([state.lower() for state in US_STATES])
-_STATE_NAMES = pa.array(US_STATES)
 _STATUSES = pa.array(STATUS_VALUES)
 _SHOWN_CHARS = 40  # a reject's detail quotes the offending value up to this length
 # row_hash: two 64-bit lanes, each folding the twelve values' fingerprints in column order.
@@ -147,26 +156,14 @@ def _numbers(text: pa.Array) -> np.ndarray:
         numbers = pc.cast(text, pa.float64())
     except pa.ArrowInvalid:  # one bad value fails the whole cast: keep only number shapes
         numbers = pc.cast(
-            pc.if_else(pc.match_substring_regex(text, _NUMBER), text, None), pa.float64()
+            pc.if_else(pc.match_substring_regex(text, NUMBER_PATTERN), text, None), pa.float64()
         )
     return numbers.to_numpy(zero_copy_only=False)
 
 
-def _dates(text: pa.Array) -> pa.Array:
-    iso = pc.if_else(pc.match_substring_regex(text, _ISO_DATE), text, None)
-    parsed = pd.to_datetime(iso.to_numpy(zero_copy_only=False), format="%Y-%m-%d", errors="coerce")
-    return pa.array(parsed).cast(pa.date32())
-
-
-def _states(text: pa.Array) -> pa.Array:
-    key = pc.utf8_lower(pc.replace_substring_regex(text, r"\s+", " "))
-    return pc.take(_STATE_NAMES, pc.index_in(key, value_set=_STATE_KEYS))
-
-
-def _zip_codes(text: pa.Array) -> pa.Array:
-    digits = pc.struct_field(pc.extract_regex(text, ZIP_CODE_PATTERN), "digits")
-    padded = pc.utf8_lpad(digits, 5, "0")
-    return pc.if_else(pc.equal(padded, "00000"), None, padded)
+def _each(distinct: pa.Array, parse: Callable[[object], object], kind: pa.DataType) -> pa.Array:
+    """A realty.schema parser applied to each distinct value of a column (null stays null)."""
+    return pa.array([parse(v) if v is not None else None for v in distinct.to_pylist()], kind)
 
 
 @dataclass(frozen=True)
@@ -194,11 +191,11 @@ def _parse(raw: pd.DataFrame) -> _Parsed:
     numbers = {name: _numbers(distinct[name]) for name in NUMERIC_COLUMNS}
     values = {
         **{name: _clean_numbers(name, numbers[name]) for name in NUMERIC_COLUMNS},
-        "status": pc.utf8_lower(distinct["status"]),
-        "city": pc.replace_substring_regex(distinct["city"], r"\s+", " "),
-        "state": _states(distinct["state"]),
-        "zip_code": _zip_codes(distinct["zip_code"]),
-        "prev_sold_date": _dates(distinct["prev_sold_date"]),
+        "status": _each(distinct["status"], status_value, pa.string()),
+        "city": _each(distinct["city"], text_value, pa.string()),
+        "state": _each(distinct["state"], state_value, pa.string()),
+        "zip_code": _each(distinct["zip_code"], zip_code_value, pa.string()),
+        "prev_sold_date": _each(distinct["prev_sold_date"], date_value, pa.date32()),
     }
     return _Parsed(columns, numbers, values)
 

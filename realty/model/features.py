@@ -15,17 +15,25 @@ next coarser one. It is fitted on the training rows only and, like scikit-learn'
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import KFold
 
-from realty.schema import LISTING_COLUMNS, US_STATES, ZIP_CODE_PATTERN
+from realty.schema import (
+    LISTING_COLUMNS,
+    date_value,
+    id_value,
+    number_value,
+    state_value,
+    status_value,
+    text_value,
+    zip_code_value,
+)
 
 # A prediction needs these keys (their values may still be null); every other field may be left
 # out. They are the fields a CLEAN row always has, apart from the price being predicted.
@@ -53,7 +61,6 @@ FEATURE_COLUMNS: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 MISSING = "__missing__"  # a categorical feature's value when the field is unknown
 
 DEFAULT_REFERENCE_DATE = date(2025, 1, 1)
-_STATE_BY_KEY = {state.lower(): state for state in US_STATES}
 _FACTS = ("bed", "bath", "house_size", "acre_lot")
 
 
@@ -100,7 +107,7 @@ def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None
         "facts_missing": sum(facts[name].isna().astype("float64") for name in _FACTS),
     }
     categorical = {
-        "status": _texts(field("status")).str.lower(),
+        "status": _each(field("status"), status_value).astype("string"),
         "state": state,
         "city": (state.fillna(MISSING) + "|" + city).where(city.notna()),
         "zip_code": zip_code,
@@ -115,126 +122,50 @@ def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None
     return frame
 
 
+def _each(values: pd.Series, parse: Callable[[object], object]) -> pd.Series:
+    """``parse`` (a realty.schema parser) applied to each distinct value of ``values`` once
+    (a column repeats its cities, zips and dates), as an object series; None where null."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    parsed = np.array([*map(parse, distinct), None], dtype=object)  # code -1 (null) → None
+    return pd.Series(parsed[codes], index=values.index, dtype=object)
+
+
 def _texts(values: pd.Series) -> pd.Series:
-    """Stripped text with runs of whitespace folded; empty, "nan" and null become <NA>."""
-    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
-    return text.mask(text.isin(["", "nan", "NaN", "NAN", "None", "<NA>"]))
+    return _each(values, text_value).astype("string")
 
 
 def _numbers(values: pd.Series) -> pd.Series:
-    """float64 of numbers or number-shaped text; NaN for null, unreadable or infinite values."""
-    if pd.api.types.is_bool_dtype(values):
-        numbers = pd.Series(np.nan, index=values.index)
-    elif pd.api.types.is_numeric_dtype(values):
-        numbers = values.astype("Float64").astype("float64")
-    else:
-        numbers = pd.to_numeric(_texts(values), errors="coerce").astype("float64")
-    return numbers.where(np.isfinite(numbers))
+    """float64; NaN for null, unreadable or infinite values."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype("Float64").astype("float64")  # typed already: nothing to read
+        return numbers.where(np.isfinite(numbers))
+    return _each(values, number_value).astype("float64")
 
 
 def _ids(values: pd.Series) -> pd.Series:
-    """Whole non-negative numbers as their decimal text ("103378.0" → "103378"), else <NA>."""
-    numbers = _numbers(values)
-    whole = numbers.where((numbers >= 0) & (numbers < 2**53) & (np.floor(numbers) == numbers))
-    return whole.astype("Int64").astype("string")
+    return _each(values, id_value).astype("string")
 
 
 def _states(values: pd.Series) -> pd.Series:
-    """A state as spelled in US_STATES whatever its case or spacing; other text stays as sent."""
-    text = _texts(values)
-    return text.str.lower().map(_STATE_BY_KEY).fillna(text).astype("string")
+    """A state as spelled in US_STATES; other text stays as sent (a place training never saw)."""
+    return _each(values, lambda v: state_value(v) or text_value(v)).astype("string")
 
 
 def _zip_codes(values: pd.Series) -> pd.Series:
-    """Five-digit zip text ("601", 601.0 → "00601"); anything else, and "00000", is <NA>."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        values = _ids(values)
-    digits = _texts(values).str.extract(ZIP_CODE_PATTERN, expand=False).str.zfill(5)
-    return digits.mask(digits == "00000").astype("string")
+    return _each(values, zip_code_value).astype("string")
 
 
 def _dates(values: pd.Series) -> pd.Series:
-    """datetime64 of dates, timestamps or YYYY-MM-DD text (time of day ignored); else NaT."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        values = values.dt.tz_localize(None) if values.dt.tz is not None else values
-        return values.dt.normalize().astype("datetime64[ns]")
-    text = _texts(values).str.slice(0, 10)
-    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    """datetime64 of what ``date_value`` reads; NaT otherwise."""
+    return pd.to_datetime(_each(values, date_value)).astype("datetime64[ns]")
 
 
 # ---------------------------------------------------------------- one listing at a time
 # The same preparation as prepare_features, value by value in plain Python, for serving: a
-# single listing does not pay for building and parsing pandas frames. Each helper mirrors the
-# pandas helper of the same name above; tests check the two paths agree value for value.
+# single listing does not pay for building and parsing pandas frames. Both read each field by
+# its realty.schema parser; tests check the two paths agree value for value.
 
 _UNSEEN = (0.0, 0.0, 0.0, 0.0)  # sums and counts of a location value not seen in training
-_NULL_TEXTS = frozenset(["", "nan", "NaN", "NAN", "None", "<NA>"])
-_WHITESPACE = re.compile(r"\s+")
-_ZIP_PATTERN = re.compile(ZIP_CODE_PATTERN)
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
-_OLDEST, _NEWEST = pd.Timestamp.min.ceil("D").date(), pd.Timestamp.max.floor("D").date()
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _text_value(value: object) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = _WHITESPACE.sub(" ", str(value).strip())
-    return None if text in _NULL_TEXTS else text
-
-
-def _number_value(value: object) -> float:
-    if _is_number(value):
-        number = float(value)
-    elif isinstance(value, bool | np.bool_):
-        return math.nan
-    else:
-        text = _text_value(value)
-        try:  # float() reads "1_000"; pandas does not
-            number = float(text) if text is not None and "_" not in text else math.nan
-        except ValueError:
-            return math.nan
-    return number if math.isfinite(number) else math.nan
-
-
-def _id_value(value: object) -> str | None:
-    number = _number_value(value)
-    if 0 <= number < 2**53 and math.floor(number) == number:
-        return str(int(number))
-    return None
-
-
-def _zip_value(value: object) -> str | None:
-    text = _text_value(_id_value(value) if _is_number(value) else value)
-    match = _ZIP_PATTERN.match(text) if text is not None else None
-    if match is None:
-        return None
-    digits = match.group(1).zfill(5)
-    return None if digits == "00000" else digits
-
-
-def _date_value(value: object) -> date | None:
-    """A date within pandas' datetime64 range, as ``_dates`` reads it, else None."""
-    if isinstance(value, datetime):  # pandas keeps a timestamp's wall-clock date
-        parsed = value.date()
-    elif isinstance(value, date):
-        parsed = value
-    else:
-        text = _text_value(value)
-        text = text[:10] if text is not None else None
-        try:
-            if text is not None and _ISO_DATE.match(text):  # the usual form, 10x faster
-                parsed = date.fromisoformat(text)
-            else:
-                parsed = datetime.strptime(text, "%Y-%m-%d").date() if text else None
-        except ValueError:
-            return None
-    return parsed if parsed is not None and _OLDEST <= parsed <= _NEWEST else None
 
 
 def feature_rows(
@@ -248,16 +179,15 @@ def feature_rows(
     numbers = np.empty((len(listings), 7), dtype="float64")
     categories = []
     for row, listing in enumerate(listings):
-        bed, bath, house_size, acre_lot = (_number_value(listing.get(name)) for name in _FACTS)
+        bed, bath, house_size, acre_lot = (number_value(listing.get(name)) for name in _FACTS)
         house_size = house_size if house_size > 0 else math.nan  # as in CLEAN: 0 = unknown
         acre_lot = acre_lot if acre_lot > 0 else math.nan
         facts = (bed, bath, house_size, acre_lot)
-        sold = _date_value(listing.get("prev_sold_date"))
-        zip_code = _zip_value(listing.get("zip_code"))
-        state = _text_value(listing.get("state"))
-        state = _STATE_BY_KEY.get(state.lower(), state) if state is not None else None
-        city = _text_value(listing.get("city"))
-        status = _text_value(listing.get("status"))
+        sold = date_value(listing.get("prev_sold_date"))
+        zip_code = zip_code_value(listing.get("zip_code"))
+        state = state_value(listing.get("state")) or text_value(listing.get("state"))
+        city = text_value(listing.get("city"))
+        status = status_value(listing.get("status"))
         numbers[row] = (
             bed,
             bath,
@@ -269,12 +199,12 @@ def feature_rows(
         )
         categories.append(
             (
-                status.lower() if status is not None else MISSING,
+                status if status is not None else MISSING,
                 state if state is not None else MISSING,
                 f"{state or MISSING}|{city}" if city is not None else MISSING,
                 zip_code or MISSING,
                 zip_code[:3] if zip_code is not None else MISSING,
-                _id_value(listing.get("brokered_by")) or MISSING,
+                id_value(listing.get("brokered_by")) or MISSING,
             )
         )
     # Logarithms of whole columns with numpy's ufuncs, as prepare_features takes them.
