@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -59,12 +58,12 @@ def challenge(
         champion.version if champion else None,
     )
     registry.record_decision(client, name, candidate.version, decision)
-    if decision.promote and champion is not None and settings.rollout == "staged":
-        move = partial(rollout.started, version=candidate.version)
-        rollout.move(settings, client, name, move, "start", "gate", decision.reason)
-        return Challenge(decision, challenger, champion_scores, champion.version, champion_scores)
     if decision.promote:
-        rollout.promote(settings, client, name, candidate.version, "gate", decision.reason)
-        return Challenge(decision, challenger, champion_scores, candidate.version, challenger)
+        released = rollout.release(
+            settings, client, name, candidate.version, "gate", decision.reason
+        )
+        if released.after.production == candidate.version:
+            return Challenge(decision, challenger, champion_scores, candidate.version, challenger)
+        return Challenge(decision, challenger, champion_scores, champion.version, champion_scores)
     log.info("kept %s v%s: %s", name, champion.version, decision.reason)
     return Challenge(decision, challenger, champion_scores, champion.version, champion_scores)

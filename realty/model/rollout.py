@@ -221,6 +221,18 @@ def promote(
     return move(settings, client, name, change, "promote", actor, reason)
 
 
+def release(
+    settings: Settings, client: MlflowClient, name: str, version: str, actor: str, reason: str
+) -> RolloutEvent:
+    """A new version that earned its place: production at once with ``REALTY_ROLLOUT=direct``
+    or when ``name`` has no production yet, else the challenger, in shadow, for the controller
+    to roll out."""
+    if settings.rollout == "staged" and read_state(client, name).production is not None:
+        change = partial(started, version=version)
+        return move(settings, client, name, change, "start", actor, reason)
+    return promote(settings, client, name, version, actor, reason)
+
+
 def recover(settings: Settings, client: MlflowClient, name: str) -> int | None:
     """Complete a move a crash interrupted, if any; return its event id."""
     with _locked(settings, name) as conn:

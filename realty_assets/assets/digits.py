@@ -34,7 +34,8 @@ WHILE_MISSING = (
     group_name="vision",
     kinds={"mlflow", "scikitlearn"},
     description="A scikit-learn classifier of sklearn's 8x8 digits (values 0-16), logged to "
-    "MLflow and set as alias 'production' of the model 'digits'. Materialized by "
+    "MLflow and released as the model 'digits' (alias 'production', or 'challenger' in a "
+    "staged rollout once a production exists). Materialized by "
     "digits_automation_sensor while it has never been (a fresh stack serves digits without "
     "anyone launching it).",
     automation_condition=WHILE_MISSING,
@@ -65,7 +66,7 @@ def digits_model(mlflow: MlflowResource) -> dg.MaterializeResult:
         model_description="Digit (0-9) of an 8x8 image with values 0-16",
     )
     reason = f"accuracy {result.accuracy:.4f} on the held-out digits"
-    rollout.promote(
+    rollout.release(
         settings, client, settings.digits_model_name, version.version, "dagster", reason
     )
     return dg.MaterializeResult(

@@ -52,6 +52,22 @@ def test_direct_promotion_and_a_swap_back(mlflow_settings: Settings) -> None:
         _move(mlflow_settings, client, name, partial(rollout.promoted, version=first))
 
 
+def test_a_release_is_production_first_then_the_challenger_when_staged(
+    mlflow_settings: Settings,
+) -> None:
+    client, name, (first, second, third) = _model(mlflow_settings, 3)
+    staged = mlflow_settings.model_copy(update={"rollout": "staged"})
+    direct = mlflow_settings.model_copy(update={"rollout": "direct"})
+
+    rollout.release(staged, client, name, first, "test", "the first version")
+    assert rollout.read_state(client, name) == RolloutState(production=first)
+    shadow = rollout.release(staged, client, name, second, "test", "won the gate").after
+    assert (shadow.production, shadow.challenger, shadow.stage) == (first, second, "shadow")
+    _move(mlflow_settings, client, name, rollout.aborted, "abort")
+    rollout.release(direct, client, name, third, "test", "won the gate")
+    assert rollout.read_state(client, name) == RolloutState(production=third, previous=first)
+
+
 def test_a_staged_rollout_is_one_audited_event_per_move(mlflow_settings: Settings) -> None:
     client, name, (champion, challenger) = _model(mlflow_settings, 2)
     _move(mlflow_settings, client, name, partial(rollout.promoted, version=champion), "promote")
