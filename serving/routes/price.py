@@ -99,12 +99,17 @@ def _answer_records(
 def explain_price(
     body: ExplainRequest, request: Request, settings: Settings = Depends(deps.settings)
 ) -> ExplainResponse:
-    """The listing's price and each feature's SHAP contribution to its log price, from the same
-    version that prices it (exact TreeSHAP; base value + contributions = log price)."""
+    """The listing's price and each feature's SHAP contribution to its log price, from the
+    version that prices it on /predict: production, or the canary for a listing routed there
+    (exact TreeSHAP; base value + contributions = log price)."""
     started = time.perf_counter()
-    loaded = deps.serving_model(request, settings.price_model_name)
+    name = settings.price_model_name
+    production, arm = deps.serving_model(request, name), deps.rollout_arm(request, name)
+    listing, request_id = body.listing.fields(), uuid.uuid4().hex
+    canary = routing.on_canary(arm, routing.listing_key(listing, request_id, 0))
+    loaded, role = (arm.challenger, "canary") if canary else (production, "production")
+    request.state.model_version, request.state.model_arm = loaded.version, role
     model = loaded.model
-    listing = body.listing.fields()
     priced = model.price_rows([listing], settings.price_interval_level)
     price, [interval] = float(priced.price[0]), intervals(priced)
     from realty.explain.explainer import explain  # numba, shap and matplotlib: loaded on first use
@@ -122,27 +127,16 @@ def explain_price(
         ),
         key=lambda item: -abs(item["shap"]),
     )
-    request_id = uuid.uuid4().hex
     latency_ms = (time.perf_counter() - started) * 1000
     details = {"explained": True}
-    request.app.state.inference_log.submit(
-        [
-            deps.record(
-                request_id,
-                "/v1/price/explain",
-                loaded,
-                latency_ms,
-                0,
-                listing,
-                price,
-                details,
-                interval,
-            )
-        ]
-    )
+    record = deps.record(
+        request_id, "/v1/price/explain", loaded, latency_ms, 0, listing, price, details,
+        interval, role=role,
+    )  # fmt: skip
+    request.app.state.inference_log.submit([record])
     return ExplainResponse(
         request_id=request_id,
-        model={"name": loaded.name, "version": loaded.version},
+        model={"name": loaded.name, "version": loaded.version, "arm": role},
         price=price,
         interval=interval,
         base_value=shap.base_value,

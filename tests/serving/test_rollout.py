@@ -143,6 +143,12 @@ def test_the_canary_answers_its_share_and_the_same_listings_every_time(staged: R
     assert view["figures"]["challenger_rows"] == 2 * first.count("canary")
     assert view["figures"]["divergence"] == 0.0 and view["guardrails"] == []  # twins agree
     assert [e["action"] for e in view["events"][:2]] == ["step", "start"]
+    # Explained by the version that prices it: the canary for a listing routed there.
+    routed = {arm: batch[first.index(arm)] for arm in ("canary", "production")}
+    for arm, listing in routed.items():
+        explained = httpx.post(f"{staged.server.url}/v1/price/explain", json={"listing": listing})
+        version = staged.challenger if arm == "canary" else staged.champion
+        assert explained.json()["model"] == {"name": ROLLOUT_MODEL, "version": version, "arm": arm}
 
 
 def test_a_rollback_sends_everything_back_to_production(staged: Rollout) -> None:
@@ -221,9 +227,12 @@ def test_digits_roll_out_too_shadow_pairs_and_canary_by_request(staged: Rollout)
     deadline = time.monotonic() + 60
     while (arms := {a["model"]["arm"] for a in read(10)}) != {"production", "canary"}:
         assert time.monotonic() < deadline, arms  # half the requests, by request id
-    live = guardrails.figures(
-        staged.settings, ROLLOUT_DIGITS, rollout.read_state(staged.client, ROLLOUT_DIGITS)
-    )
+    state = rollout.read_state(staged.client, ROLLOUT_DIGITS)
+    deadline = time.monotonic() + 30
+    # The inference log writer flushes every second or so: the canary's rows come after it.
+    while (live := guardrails.figures(staged.settings, ROLLOUT_DIGITS, state)).agreement is None:
+        assert time.monotonic() < deadline, live
+        time.sleep(0.5)
     assert live.agreement == 1.0 and live.divergence is None and live.challenger_rows > 0
     digits_move(rollout.aborted, "rollback", "test", "done")
 
