@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from realty_ops.sandbox import make_settings
@@ -113,3 +114,33 @@ def test_postgres_restarts_on_its_data_and_a_service_that_cannot_come_back_is_gi
     assert not state_file(settings).exists()
     assert group_members(postgres.process.pid) == []
     stack.stop()  # again: nothing left to do, no error
+
+
+def test_mlflow_and_serving_killed_come_back_and_leave_the_others_alone(tmp_path: Path) -> None:
+    """kill -9 under the supervisor, as `realty up` runs it: MLflow (the course spec asks it to
+    restart by itself) and serving, each back up while the other services keep their PIDs."""
+    settings = make_settings(tmp_path)
+    stack = Stack(settings, only=("postgres", "mlflow", "serving"), state_path=state_file(settings))
+    stack.start()
+    services = {service.name: service for service in stack.services}
+    try:
+        for victim in ("mlflow", "serving"):
+            pids = {name: s.process.pid for name, s in services.items()}
+            os.kill(pids[victim], signal.SIGKILL)
+            services[victim].process.wait()
+            if victim == "mlflow":  # serving answers while the registry is away
+                assert httpx.get(f"{settings.serving_url}/health").status_code == 200
+            supervise_until(stack, lambda v=victim: services[v].restarts == 1 and _up(services[v]))
+            assert services[victim].process.pid != pids[victim]
+            others = {name: s.process.pid for name, s in services.items() if name != victim}
+            assert others == {name: pid for name, pid in pids.items() if name != victim}
+            assert httpx.get(f"{settings.serving_url}/health").status_code == 200
+        statuses = {row.name: row for row in service_statuses(settings)}
+        assert (statuses["mlflow"].restarts, statuses["serving"].restarts) == (1, 1)
+    finally:
+        stack.stop()
+    assert not state_file(settings).exists()
+
+
+def _up(service) -> bool:
+    return service.state == "running" and service.ready()
