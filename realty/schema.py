@@ -149,3 +149,18 @@ def date_value(value: object) -> date | None:
         except ValueError:  # 2019-02-30
             return None
     return parsed if parsed is not None and OLDEST_DATE <= parsed <= NEWEST_DATE else None
+
+
+def listing_identity(listing: object) -> str | None:
+    """The place a listing is, as one key: street id, city (lower case), state and zip code,
+    each read by its parser; None without a street, city and state (too vague to be one house).
+    A prediction and the sale that comes back later are joined by it (realty/labels.py)."""
+    get = listing.get  # a dict of fields, or a row of a frame
+    street, city, state = (
+        id_value(get("street")),
+        text_value(get("city")),
+        state_value(get("state")),
+    )
+    if street is None or city is None or state is None:
+        return None
+    return f"{street}|{city.lower()}|{state}|{zip_code_value(get('zip_code')) or ''}"

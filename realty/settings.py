@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     monitoring_max_p99_ms: float = Field(
         250.0, gt=0, description="A version's p99 latency in an hour above this fails"
     )
+    realized_min_sales: int = Field(
+        30,
+        ge=1,
+        description="Sales a version's realized error needs before it is judged "
+        "(realized_performance's check, the drift verdict's realized-error reason)",
+    )
     # Alerts (docs/monitoring.md#alerts). A webhook URL often carries its token (Slack's do).
     alert_webhook_url: SecretStr | None = Field(
         None,

@@ -13,6 +13,7 @@ from realty_assets.assets.monitoring import (
     served_traffic_job,
     served_traffic_schedule,
 )
+from realty_assets.assets.realized import realized_performance
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
 from realty_assets.checks import LOOP_CHECKS, freshness_checks_sensor
@@ -32,6 +33,7 @@ defs = dg.Definitions(
         batch_predictions,
         digits_model,
         served_traffic,
+        realized_performance,
     ],
     asset_checks=LOOP_CHECKS,
     jobs=[ingest_job, train_job, score_job, fetch_batch_job, rollout_job, served_traffic_job],

@@ -13,6 +13,7 @@ from realty.model import rollout
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.realized import realized_performance
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import CandidateConfig, candidate_model, production_model
 from realty_assets.resources import DataApiResource, MlflowResource, PostgresResource
@@ -21,10 +22,13 @@ from realty_assets.runs import SERIAL_TAGS
 LEARNING_CHAIN = (candidate_model, production_model, shap_report, batch_predictions)
 ingest_job = dg.define_asset_job(
     "ingest_batch",
-    selection=dg.AssetSelection.assets(raw_batch, clean_batch, drift_report, *LEARNING_CHAIN),
+    selection=dg.AssetSelection.assets(
+        raw_batch, clean_batch, realized_performance, drift_report, *LEARNING_CHAIN
+    ),
     config=dg.RunConfig(ops={candidate_model.node_def.name: CandidateConfig(follow_verdict=True)}),
     tags=SERIAL_TAGS,
-    description="Check a landed batch's RAW rows, clean it into CLEAN, judge its drift; when "
+    description="Check a landed batch's RAW rows, clean it into CLEAN, join the sales it "
+    "brings to the predictions served (late labels), judge its drift; when "
     "the verdict says retrain, train, gate, explain and score in the same run (otherwise the "
     "steps after drift_report are skipped and drift_sensor requests the scoring run).",
 )

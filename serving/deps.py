@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 from fastapi import HTTPException, Request
 
+from realty.schema import listing_identity
 from realty.settings import Settings
 from realty.store.db import connect
 from serving.inference_log import InferenceRecord
@@ -78,6 +79,7 @@ def record(
         interval_low=interval["low"] if interval else None,
         interval_high=interval["high"] if interval else None,
         role=role,
+        listing_key=listing_identity(listing) if listing is not None else None,
     )
 
 

@@ -66,6 +66,7 @@ class InferenceRecord:
     # Who answered (realty.model.rollout): "production" or "canary" answered the client;
     # "shadow" scored the same item off the response path, unseen (docs/rollout.md).
     role: str = "production"
+    listing_key: str | None = None  # realty.schema.listing_identity of ``listing``
 
 
 COLUMNS = tuple(field.name for field in fields(InferenceRecord))

@@ -5,6 +5,7 @@ import dagster as dg
 from realty.store.ledger import store_verdict
 from realty.verdict import judge_batch
 from realty_assets.assets.ingest import clean_batch
+from realty_assets.assets.realized import realized_performance
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import MlflowResource, PostgresResource
 
@@ -15,7 +16,8 @@ LEARNING_GROUP = "learning"
     partitions_def=batch_partitions,
     group_name=LEARNING_GROUP,
     kinds={"postgres", "mlflow"},
-    deps=[clean_batch],
+    # After the late labels of the batch: the verdict weighs production's realized error.
+    deps=[clean_batch, realized_performance],
     description="Does batch p call for a retrain? Effect sizes (PSI, Wasserstein, missing "
     "rates), unseen geography, price drift and production's error on the batch, with "
     "human-readable reasons (clean_data.drift_reports).",

@@ -146,3 +146,37 @@ CREATE TABLE IF NOT EXISTS alerts (
     last_error     text
 );
 CREATE INDEX IF NOT EXISTS alerts_undelivered ON alerts (alert_id) WHERE delivered_at IS NULL;
+
+-- Late labels (realty/labels.py): a logged price prediction joined to the sale of the same
+-- listing in a later batch. One row per prediction (its key is the inference log's); the
+-- batch that first brought the sale labels it.
+CREATE TABLE IF NOT EXISTS price_labels (
+    request_id     text NOT NULL,
+    item           integer NOT NULL,
+    role           text NOT NULL,
+    model_name     text NOT NULL,
+    model_version  text NOT NULL,
+    predicted_at   timestamptz NOT NULL,
+    prediction     double precision NOT NULL,
+    interval_level double precision,
+    interval_low   double precision,
+    interval_high  double precision,
+    listing_key    text NOT NULL,
+    state          text NOT NULL,
+    label_batch    text NOT NULL,
+    label_kind     text NOT NULL CHECK (label_kind IN ('sale', 'relisting')),
+    realized_price double precision NOT NULL,
+    labelled_at    timestamptz NOT NULL,  -- when the batch with the label landed
+    PRIMARY KEY (request_id, item, role)
+);
+CREATE INDEX IF NOT EXISTS price_labels_batch ON price_labels (label_batch);
+CREATE INDEX IF NOT EXISTS price_labels_version ON price_labels (model_name, model_version);
+-- What the labels of each batch say of each version and role (realized_performance asset).
+CREATE TABLE IF NOT EXISTS realized_performance (
+    batch_key      text NOT NULL,
+    model_name     text NOT NULL,
+    model_version  text NOT NULL,
+    role           text NOT NULL,
+    figures        jsonb NOT NULL,
+    PRIMARY KEY (batch_key, model_name, model_version, role)
+);

@@ -136,3 +136,8 @@ BEGIN
         ALTER TABLE inference_log ADD PRIMARY KEY (request_id, item, role);
     END IF;
 END $$;
+-- A price listing's identity (realty.schema.listing_identity), written by serving: the late
+-- labels of realty/labels.py find a listing's predictions by it.
+ALTER TABLE inference_log ADD COLUMN IF NOT EXISTS listing_key text;
+CREATE INDEX IF NOT EXISTS inference_log_listing_key ON inference_log (listing_key)
+    WHERE listing_key IS NOT NULL;
