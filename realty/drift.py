@@ -236,9 +236,46 @@ class PerformanceDrift:
 
 
 @dataclass(frozen=True)
+class RealizedError:
+    """Production's error on the sales of listings it priced (late labels, realty/labels.py)
+    against its validation error, both MAE in log price."""
+
+    sales: int
+    mae_log: float
+    validation_mae_log: float
+    drifted: bool = False  # set by drift_report
+
+    @property
+    def change(self) -> float:
+        return self.mae_log / self.validation_mae_log - 1
+
+    def sentence(self) -> str:
+        side = "above" if self.change >= 0 else "below"
+        return (
+            f"production's realized MAE (log price) on {self.sales:,} labelled sales is "
+            f"{abs(self.change):.0%} {side} its validation MAE ({self.mae_log:.3f} vs "
+            f"{self.validation_mae_log:.3f})"
+        )
+
+
+def evidence(report: dict[str, Any]) -> list[str]:
+    """What a stored report (``DriftReport.to_dict()``) says below its thresholds, for a retrain
+    that is not for drift (freshness): production's realized error and the largest PSI."""
+    said = []
+    if realized := report.get("realized"):
+        said.append(RealizedError(**{**realized, "drifted": False}).sentence())
+    features = [f for f in report.get("features") or [] if f.get("psi") is not None]
+    if top := max(features, key=lambda f: f["psi"], default=None):
+        said.append(f"largest drift since the reference: {top['feature']} PSI {top['psi']:.3f}")
+    return said
+
+
+@dataclass(frozen=True)
 class DriftReport:
     retrain: bool
-    reasons: list[str]  # most severe first: performance, unseen geography, target, features
+    reasons: list[
+        str
+    ]  # most severe first: realized error, performance, geography, target, features
     rows: int
     reference_rows: int | None
     features: list[FeatureDrift] = field(default_factory=list)
@@ -247,6 +284,7 @@ class DriftReport:
     performance: PerformanceDrift | None = None
     notes: list[str] = field(default_factory=list)
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    realized: RealizedError | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN and infinities become null), e.g. for a jsonb column."""
@@ -267,8 +305,10 @@ def drift_report(
     batch: pd.DataFrame,
     thresholds: DriftThresholds = DriftThresholds(),
     performance: PerformanceDrift | None = None,
+    realized: RealizedError | None = None,
 ) -> DriftReport:
-    """Compare ``batch`` (CLEAN listings) with ``reference`` and decide whether to retrain."""
+    """Compare ``batch`` (CLEAN listings) with ``reference`` and decide whether to retrain;
+    ``realized`` is production's error on the sales labelled so far, where there are enough."""
     rows, t = len(batch), thresholds
     if reference is None:  # nothing in production yet: the first model is the baseline
         return DriftReport(
@@ -294,12 +334,18 @@ def drift_report(
         performance = replace(performance, unseen_zip_share=unseen["zip_code"].share)
         rise = performance.change.get(performance.metric or "", 0.0)
         performance = replace(performance, drifted=rise >= t.mae_increase)
-    reasons = _reasons(performance, list(unseen.values()), target, features, t)
+    if realized is not None:
+        realized = replace(realized, drifted=realized.change >= t.mae_increase)
+    reasons = [realized.sentence()] if realized and realized.drifted else []
+    reasons += _reasons(performance, list(unseen.values()), target, features, t)
     notes = [] if act else [f"{rows:,} rows < {t.min_rows:,}: distribution drift not acted on"]
+    if realized is not None and not realized.drifted:
+        notes.append(realized.sentence())
     parts = {"features": features, "unseen": unseen, "target": target, "notes": notes}
     return DriftReport(
-        bool(reasons), reasons, rows, reference.rows, **parts, performance=performance, thresholds=t
-    )
+        bool(reasons), reasons, rows, reference.rows, **parts, performance=performance,
+        thresholds=t, realized=realized,
+    )  # fmt: skip
 
 
 def _reasons(

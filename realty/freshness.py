@@ -11,12 +11,14 @@ from typing import Any
 import psycopg
 from croniter import croniter
 
+from realty.drift import evidence
 from realty.settings import Settings
 from realty.store.ledger import (
     batches_between,
     newest_judged,
     newest_promotion,
     retrains_not_promoted,
+    stored_report,
 )
 
 
@@ -25,6 +27,13 @@ class Staleness:
     reason: str | None  # "stale: ..." when a retrain is due, else None
     status: str  # what was found, for the sensor's skip message
     latest_key: str | None
+    # Beside the age, what the newest verdict measured below its thresholds (realized error,
+    # drift since the reference), so that a stale retrain says more than "old".
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def reasons(self) -> list[str]:
+        return [self.reason, *self.evidence] if self.reason else []
 
 
 def staleness(clean_conn: psycopg.Connection, settings: Settings) -> Staleness:
@@ -47,7 +56,8 @@ def staleness(clean_conn: psycopg.Connection, settings: Settings) -> Staleness:
         reason = f"stale: {status} (limit {settings.stale_after_hours:g} h)"
     else:
         return Staleness(None, status, key)
-    return Staleness(reason, status, key)
+    report = stored_report(clean_conn, key)
+    return Staleness(reason, status, key, tuple(evidence(report)) if report else ())
 
 
 # ---------------------------------------------------------------- the freshness checks

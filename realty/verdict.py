@@ -1,6 +1,7 @@
-"""The drift verdict of a batch: its data against what production was trained on, and
+"""The drift verdict of a batch: its data against what production was trained on,
 production's error on it (prices arrive with the batch) against the error production's own
-validation expects for a batch with that share of unseen zip codes.
+validation expects for a batch with that share of unseen zip codes, and production's realized
+error on the sales of listings it priced (late labels).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import psycopg
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from realty.drift import DriftReport, DriftThresholds, PerformanceDrift, drift_report
+from realty.drift import DriftReport, DriftThresholds, PerformanceDrift, RealizedError, drift_report
+from realty.labels import SALE, realized_figures
 from realty.model import registry
 from realty.model.training import evaluate
 from realty.model.versions import reference_profile, version_metrics
 from realty.settings import Settings
 from realty.store.clean import read_clean_listings
+from realty.store.labels import labels_of_version
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +60,21 @@ def judge_batch(
             batch=evaluate(batch["price"], model.predict(None, batch)),
             validation=version_metrics(production),
         )
-    report = drift_report(reference_profile(production), batch, thresholds(settings), performance)
+    realized = realized_error(settings, clean_conn, production)
+    report = drift_report(
+        reference_profile(production), batch, thresholds(settings), performance, realized
+    )
     return Verdict(key, report, production)
+
+
+def realized_error(
+    settings: Settings, clean_conn: psycopg.Connection, production: ModelVersion
+) -> RealizedError | None:
+    """Production's realized error on every sale labelled so far, once there are
+    ``REALTY_REALIZED_MIN_SALES`` of them (and its validation MAE is known)."""
+    labels = labels_of_version(clean_conn, settings.price_model_name, production.version)
+    sales = int((labels["label_kind"] == SALE).sum())
+    expected = version_metrics(production).get("mae_log")
+    if sales < settings.realized_min_sales or not expected:
+        return None
+    return RealizedError(sales, realized_figures(labels)["mae_log"], expected)

@@ -197,7 +197,7 @@ def freshness_sensor(
     return dg.RunRequest(
         run_key=f"stale-{stale.latest_key}",
         partition_key=stale.latest_key,
-        tags={TRIGGER_TAG: "stale", REASONS_TAG: json.dumps([stale.reason])},
+        tags={TRIGGER_TAG: "stale", REASONS_TAG: json.dumps(stale.reasons)},
     )
 
 

@@ -104,6 +104,14 @@ class StoredVerdict:
     production_version: str | None  # the version the batch was judged against
 
 
+def stored_report(clean_conn: psycopg.Connection, key: str) -> dict[str, Any] | None:
+    """Batch ``key``'s whole drift report (``DriftReport.to_dict()``), if it was judged."""
+    row = clean_conn.execute(
+        "SELECT report FROM drift_reports WHERE batch_key = %s", (key,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def stored_verdict(clean_conn: psycopg.Connection, key: str) -> StoredVerdict | None:
     row = clean_conn.execute(
         "SELECT retrain, reasons, production_version FROM drift_reports WHERE batch_key = %s",

@@ -19,8 +19,10 @@ from realty.drift import (
     DriftReport,
     DriftThresholds,
     PerformanceDrift,
+    RealizedError,
     ReferenceProfile,
     drift_report,
+    evidence,
 )
 from realty.ingest.cleaning import CleaningRules, clean_batch
 from tests.conftest import require_sample
@@ -146,6 +148,26 @@ def test_performance_drift_only_above_the_mae_threshold(reference: ReferenceProf
         "(0.282 vs 0.200; in dollars $56,400 vs $40,000)"
     ]
     assert report.performance.change["r2_log"] == pytest.approx(-0.25)
+
+
+def test_realized_error_on_labelled_sales_is_the_first_reason_past_the_threshold(
+    reference: ReferenceProfile,
+) -> None:
+    batch = listings(10_000, seed=7)  # no drift of its own
+    close = drift_report(reference, batch, realized=RealizedError(80, 0.21, 0.20))
+    assert not close.retrain and close.realized is not None and not close.realized.drifted
+    assert close.notes == [
+        "production's realized MAE (log price) on 80 labelled sales is 5% above its "
+        "validation MAE (0.210 vs 0.200)"
+    ]
+    worse = drift_report(reference, batch, realized=RealizedError(80, 0.30, 0.20))
+    assert worse.retrain and worse.reasons == [
+        "production's realized MAE (log price) on 80 labelled sales is 50% above its "
+        "validation MAE (0.300 vs 0.200)"
+    ]
+    # What a stale retrain says beside the age: the stored report's realized error and top PSI.
+    said = evidence(json.loads(json.dumps(close.to_dict())))
+    assert said[0] == close.notes[0] and said[1].startswith("largest drift since the reference:")
 
 
 def test_the_expected_error_follows_the_batch_share_of_unseen_zip_codes(

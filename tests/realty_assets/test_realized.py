@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import psycopg
+from mlflow import MlflowClient
 from psycopg.types.json import Jsonb
 
 from realty.ingest.data_api import FetchedBatch
 from realty.ingest.landing import land_payload
 from realty.schema import LISTING_COLUMNS, listing_identity
 from realty.store.clean import clean_landed_batch
+from realty.verdict import judge_batch
 from realty_assets.assets.realized import REALIZED_CHECK, realized_performance
 from realty_assets.partitions import batch_partitions
 from realty_assets.resources import build_resources
@@ -100,6 +102,8 @@ def test_the_sales_a_batch_brings_label_the_predictions_before_it(
         labels = _labels(settings, key)
         again = _materialize(settings, key, dagster_instance)
         assert _labels(settings, key) == labels  # re-running gives the same labels
+        with psycopg.connect(settings.database_url("clean_data")) as clean:
+            verdict = judge_batch(settings, clean, MlflowClient(settings.mlflow_url), key)
     finally:
         forget_batches(settings, [key])
 
@@ -114,6 +118,11 @@ def test_the_sales_a_batch_brings_label_the_predictions_before_it(
     assert f"v{version} (production): realized MAE (log) 0.693 on 60 sales" in check.description
     [check_again] = again.get_asset_check_evaluations()
     assert check_again.description == check.description
+    # Production measurably worse on what it served: the verdict retrains, for that reason first.
+    assert verdict.report.retrain
+    assert verdict.report.reasons[0].startswith(
+        "production's realized MAE (log price) on 60 labelled sales is"
+    )
     figures = _figures(settings, key)
     production, shadow = figures[(version, "production")], figures[(version, "shadow")]
     assert (production["sales"], production["relistings"], shadow["sales"]) == (60, 20, 30)
