@@ -11,6 +11,7 @@ from realty_assets import jobs, runs, sensors
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
+from realty_assets.assets.realized import realized_performance
 from realty_assets.assets.score import batch_predictions
 from realty_assets.assets.train import candidate_model, production_model
 from realty_assets.checks import LOOP_CHECKS
@@ -22,6 +23,7 @@ RUN_KEY_TAG = "dagster/run_key"  # what the daemon tags a sensor's run with
 ASSETS = [
     raw_batch,
     clean_batch,
+    realized_performance,
     drift_report,
     candidate_model,
     production_model,

@@ -212,8 +212,11 @@ def test_stale_production_is_retrained_without_drift(make_loop) -> None:
         "WHERE batch_key = 'g1-freshstale-b002'"
     )
     assert trigger == "stale" and promoted is not None
-    assert reasons == [
+    stale_reason, *evidence = reasons
+    assert stale_reason == (
         "stale: production v1 was trained through g1-freshstale-b001, 1 batches and 0.0 h ago "
         "(limit 1 batches)"
-    ]
+    )
+    # Beside the age, what b002's verdict measured below its thresholds.
+    assert [e.split(":")[0] for e in evidence] == ["largest drift since the reference"]
     assert loop.tick(sensors.freshness_sensor) == [], "b002 is retrained"
