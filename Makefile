@@ -76,5 +76,8 @@ bench-intervals: install
 bench-rollout: install
 	$(VENV)/bin/python bench/rollout.py
 
+bench-monitoring: install
+	$(VENV)/bin/python bench/monitoring.py
+
 clean:
 	rm -rf $(VENV) .tools
