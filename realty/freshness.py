@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from croniter import croniter
 
-from realty.drift import evidence
+from realty.model_error import evidence
 from realty.settings import Settings
 from realty.store.ledger import (
     batches_between,

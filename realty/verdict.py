@@ -13,11 +13,12 @@ import psycopg
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from realty.drift import DriftReport, DriftThresholds, PerformanceDrift, RealizedError, drift_report
+from realty.drift import DriftReport, DriftThresholds, drift_report
 from realty.labels import SALE, realized_figures
 from realty.model import registry
 from realty.model.training import evaluate
 from realty.model.versions import reference_profile, version_metrics
+from realty.model_error import PerformanceDrift, RealizedError
 from realty.settings import Settings
 from realty.store.clean import read_clean_listings
 from realty.store.labels import labels_of_version

@@ -38,7 +38,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
 from threadpoolctl import threadpool_limits
 
-from realty.drift import SEEN_ZIP_MAE, UNSEEN_ZIP_MAE
 from realty.model.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
@@ -49,6 +48,7 @@ from realty.model.features import (
 )
 from realty.model.intervals import DEFAULT_LEVEL, ConformalCalibration, interval_scores
 from realty.model.price_model import INTERVAL_GROUP, PriceModel
+from realty.model_error import SEEN_ZIP_MAE, UNSEEN_ZIP_MAE
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,11 @@ from realty.drift import (
     NUMERIC_FEATURES,
     DriftReport,
     DriftThresholds,
-    PerformanceDrift,
-    RealizedError,
     ReferenceProfile,
     drift_report,
-    evidence,
 )
 from realty.ingest.cleaning import CleaningRules, clean_batch
+from realty.model_error import PerformanceDrift, RealizedError, evidence
 from tests.conftest import require_sample
 
 STATES = ("Massachusetts", "Connecticut", "New York", "New Jersey", "Pennsylvania", "Maine")

@@ -15,9 +15,10 @@ import pytest
 from fastapi import FastAPI
 from mlflow import MlflowClient
 
-from realty.drift import DriftThresholds, PerformanceDrift, ReferenceProfile, drift_report
+from realty.drift import DriftThresholds, ReferenceProfile, drift_report
 from realty.ingest.data_api import FetchedBatch
 from realty.ingest.landing import land_payload
+from realty.model_error import PerformanceDrift
 from realty.schema import LISTING_COLUMNS
 from realty.settings import Settings
 from realty.store.clean import clean_landed_batch, read_clean_listings

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from realty.drift import PerformanceDrift, ReferenceProfile, drift_report
+from realty.drift import ReferenceProfile, drift_report
 from realty.ingest.cleaning import CleaningRules, clean_batch
 from realty.model.features import FEATURE_COLUMNS, INPUT_FIELDS, prepare_features
 from realty.model.price_model import PriceModel, log_price_model
@@ -24,6 +24,7 @@ from realty.model.training import (
     subsample,
     train_candidates,
 )
+from realty.model_error import PerformanceDrift
 from realty.schema import LISTING_COLUMNS
 from tests.conftest import require_sample
 
