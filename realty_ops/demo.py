@@ -208,6 +208,7 @@ def _route_statuses(settings: Settings) -> dict[str, int]:
         "GET /v1/models": {},
         "GET /v1/batches": {},
         "GET /v1/rollout": {},
+        "GET /v1/monitoring": {},
         "POST /v1/price/predict": {"json": {"listings": [EXAMPLE_LISTING]}},
         "POST /v1/price/explain": {"json": {"listing": EXAMPLE_LISTING}},
         "POST /v1/digits/predict": {"json": {"request_id": "demo", "image": eight}},
