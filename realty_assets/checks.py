@@ -23,7 +23,6 @@ import dagster as dg
 
 from realty import freshness
 from realty.ingest.archive import SourceRecord, source_record
-from realty.model import registry
 from realty_assets.assets.ingest import raw_batch
 from realty_assets.assets.train import production_model
 from realty_assets.resources import MlflowResource, PostgresResource
@@ -44,6 +43,8 @@ def landing_outcome(postgres: PostgresResource, mlflow: MlflowResource) -> fresh
 
 
 def verdicts_outcome(postgres: PostgresResource, mlflow: MlflowResource) -> freshness.CheckOutcome:
+    from realty.model import registry
+
     settings = mlflow.settings
     production = registry.version_by_alias(
         mlflow.client(), settings.price_model_name, registry.PRODUCTION

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from realty.ingest.data_api import DataApiError
 from realty.ingest.landing import LandedBatch, PayloadQuarantined, land_next_batch
-from realty.model import rollout
 from realty_assets.assets.drift import drift_report
 from realty_assets.assets.explain import shap_report
 from realty_assets.assets.ingest import clean_batch, raw_batch
@@ -97,6 +96,8 @@ class RolloutMove(dg.Config):
 def move_rollout(
     context: dg.OpExecutionContext, config: RolloutMove, mlflow: MlflowResource
 ) -> None:
+    from realty.model import rollout
+
     settings = mlflow.settings
     change = rollout.MANUAL_MOVES[config.action]
     event = rollout.move(

@@ -1,17 +1,21 @@
 """Resources: PostgreSQL, the data API and MLflow, configured from ``realty.settings``."""
 
+from __future__ import annotations
+
 import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import dagster as dg
-import mlflow
 import psycopg
-from mlflow import MlflowClient
 
 from realty.ingest.data_api import DataApiClient
 from realty.settings import Settings
 from realty.store.db import connect_server
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 PG_URL_VARIABLE = "REALTY_PG_URL"
 
@@ -57,8 +61,10 @@ class MlflowResource(dg.ConfigurableResource):
         return Settings.from_public_json(self.settings_json)
 
     def client(self) -> MlflowClient:
+        import mlflow  # the code location loads without it (realty_assets/definitions.py)
+
         mlflow.set_tracking_uri(self.settings.mlflow_url)  # the fluent API used while training
-        return MlflowClient(self.settings.mlflow_url)
+        return mlflow.MlflowClient(self.settings.mlflow_url)
 
 
 def _server_url(settings: Settings) -> str | dg.EnvVar:

@@ -32,8 +32,6 @@ from realty import freshness
 from realty.drift import retrain_trigger
 from realty.ingest.data_api import day_slug, parse_batch_key
 from realty.ingest.landing import landed_keys, source_exhausted
-from realty.model import guardrails
-from realty.model.rollout import RolloutError
 from realty.settings import get_settings
 from realty.store.ledger import VerdictRow, candidate_version, newest_verdict, verdicts_after
 from realty_assets.jobs import fetch_batch_job, ingest_job, score_job, train_job
@@ -211,6 +209,9 @@ def freshness_sensor(
 def rollout_sensor(mlflow: MlflowResource) -> dg.SkipReason:
     # It moves the aliases itself rather than request a run: a run costs a process start, and
     # a rollback should take one tick.
+    from realty.model import guardrails
+    from realty.model.rollout import RolloutError
+
     try:
         said = guardrails.control(mlflow.settings, mlflow.client(), datetime.now(UTC))
     except RolloutError as error:

@@ -8,13 +8,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from realty.model.gate import Challenge
-from realty.model.versions import Trained
-from realty.verdict import Verdict
+if TYPE_CHECKING:  # the store writes what these hold; it needs neither MLflow nor the models
+    from realty.model.gate import Challenge
+    from realty.model.versions import Trained
+    from realty.verdict import Verdict
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,7 @@
 from importlib import metadata
 
 import dagster as dg
-import mlflow as mlflow_api
 
-from realty.digits import train_digits
-from realty.model import registry, rollout
 from realty.settings import get_settings
 from realty_assets.resources import MlflowResource
 
@@ -41,6 +38,11 @@ WHILE_MISSING = (
     automation_condition=WHILE_MISSING,
 )
 def digits_model(mlflow: MlflowResource) -> dg.MaterializeResult:
+    import mlflow as mlflow_api
+
+    from realty.digits import train_digits
+    from realty.model import registry, rollout
+
     settings, client = mlflow.settings, mlflow.client()
     result = train_digits(seed=settings.train_seed)
     mlflow_api.set_experiment(settings.digits_model_name)

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from realty.store.ledger import store_verdict
-from realty.verdict import judge_batch
 from realty_assets.assets.ingest import clean_batch
 from realty_assets.assets.realized import realized_performance
 from realty_assets.partitions import batch_partitions
@@ -25,6 +24,8 @@ LEARNING_GROUP = "learning"
 def drift_report(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from realty.verdict import judge_batch
+
     with postgres.connect("clean_data") as conn:
         verdict = judge_batch(mlflow.settings, conn, mlflow.client(), context.partition_key)
         store_verdict(conn, verdict)

@@ -9,12 +9,15 @@ inputs and outputs against the version's training data.
 """
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from realty.served import ServedProfile, served_window
 from realty.store.served import replace_window, windows_since
 from realty_assets.resources import MlflowResource, PostgresResource
+
+if TYPE_CHECKING:
+    from realty.served import ServedProfile
 
 MONITORING_GROUP = "monitoring"
 hourly_windows = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", timezone="UTC")
@@ -34,6 +37,8 @@ CHART_SPAN = timedelta(hours=23)  # the metadata's chart: this window and the 23
 def served_traffic(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from realty.served import served_window
+
     settings = mlflow.settings
     start = context.partition_time_window.start
     with postgres.connect("raw_data") as raw:
@@ -60,7 +65,7 @@ def served_traffic(
     )
 
 
-def problems_of(profile: ServedProfile, settings) -> list[str]:
+def problems_of(profile: "ServedProfile", settings) -> list[str]:
     """What is wrong with a version's window (nothing on fewer listings than drift needs)."""
     where = f"v{profile.version}"
     problems = []
@@ -74,7 +79,7 @@ def problems_of(profile: ServedProfile, settings) -> list[str]:
     return problems
 
 
-def _table(profiles: list[ServedProfile]) -> str:
+def _table(profiles: "list[ServedProfile]") -> str:
     lines = [
         "| version | listings | error rate | p50 ms | p99 ms | median price | drift |",
         "|---|---|---|---|---|---|---|",

@@ -5,7 +5,6 @@ each version and role is checked against the version's validation error."""
 import dagster as dg
 
 from realty.labels import join_labels, realized_figures
-from realty.model.versions import version_metrics
 from realty.store.labels import labels_of_batch, landed_at, replace_performance
 from realty_assets.assets.ingest import clean_batch
 from realty_assets.assets.monitoring import MONITORING_GROUP
@@ -63,6 +62,8 @@ def realized_performance(
 def _problems(figures: dict, mlflow: MlflowResource) -> list[str]:
     """Versions whose realized MAE (log price) on enough sales is past their validation MAE by
     more than the drift threshold allows."""
+    from realty.model.versions import version_metrics
+
     settings, client = mlflow.settings, mlflow.client()
     problems = []
     for (version, role), values in figures.items():

@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from realty.model import registry
-from realty.model.scoring import score_batch
 from realty_assets.assets.drift import LEARNING_GROUP, drift_report
 from realty_assets.assets.train import production_model
 from realty_assets.partitions import batch_partitions
@@ -21,6 +19,9 @@ from realty_assets.resources import MlflowResource, PostgresResource
 def batch_predictions(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from realty.model import registry
+    from realty.model.scoring import score_batch
+
     name = mlflow.settings.price_model_name
     production = registry.version_by_alias(mlflow.client(), name, registry.PRODUCTION)
     if production is None:

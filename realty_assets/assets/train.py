@@ -7,8 +7,6 @@ import dagster as dg
 import pandas as pd
 
 from realty.drift import retrain_trigger
-from realty.model.gate import challenge
-from realty.model.versions import train_and_register, training_data
 from realty.store.ledger import (
     StoredVerdict,
     candidate_version,
@@ -70,6 +68,8 @@ def candidate_model(
     postgres: PostgresResource,
     mlflow: MlflowResource,
 ) -> Iterator[dg.MaterializeResult]:
+    from realty.model.versions import train_and_register, training_data
+
     key, settings = context.partition_key, mlflow.settings
     with postgres.connect("clean_data") as conn:
         verdict = stored_verdict(conn, key)
@@ -117,6 +117,9 @@ def candidate_model(
 def production_model(
     context: dg.AssetExecutionContext, postgres: PostgresResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
+    from realty.model.gate import challenge
+    from realty.model.versions import training_data
+
     key, settings = context.partition_key, mlflow.settings
     client = mlflow.client()
     with postgres.connect("clean_data") as conn:
