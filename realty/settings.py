@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     rollout_max_divergence: float = Field(
         0.25, gt=0, description="Guardrail: median |log(challenger/production)| on one listing"
     )
+    rollout_min_labels: int = Field(
+        30, ge=1, description="Sold listings both arms priced before realized error is judged"
+    )
+    rollout_max_realized_increase: float = Field(
+        0.10, ge=0, description="Guardrail: the challenger's realized MAE (log) over production's"
+    )
 
     # Monitoring of served traffic (realty/served.py, the served_traffic asset's check).
     monitoring_max_error_rate: float = Field(

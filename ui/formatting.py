@@ -168,7 +168,7 @@ def rollout_markdown(view: dict[str, Any]) -> str:
         shown = "-" if divergence is None else f"{divergence:.3f}"
         failing = "; ".join(view["guardrails"]) or "none"
         lines.append(f"Divergence (median \\|log ratio\\| on the same listings): {shown}. "
-                     f"Failing guardrails: {failing}.")  # fmt: skip
+                     f"{_realized(figures)}Failing guardrails: {failing}.")  # fmt: skip
     if view["events"]:
         rows = [
             [e["event_id"], str(e["applied_at"] or "interrupted")[:19], e["action"], e["actor"],
@@ -177,6 +177,15 @@ def rollout_markdown(view: dict[str, Any]) -> str:
         ]  # fmt: skip
         lines.append(markdown_table(ROLLOUT_EVENT_COLUMNS, rows))
     return "\n\n".join(lines)
+
+
+def _realized(figures: dict[str, Any]) -> str:
+    """The arms' realized error where sold prices came back, else nothing."""
+    if not figures.get("labelled_sales"):
+        return ""
+    return (f"Realized MAE (log) on {figures['labelled_sales']} sold listings both priced: "
+            f"challenger {figures['challenger_realized_mae']:.3f}, "
+            f"production {figures['production_realized_mae']:.3f}. ")  # fmt: skip
 
 
 def _after(state: dict[str, Any]) -> str:

@@ -10,6 +10,12 @@ answer and the challenger's shadow, or the canary's answer and production's shad
 digits classifier the divergence is replaced by the agreement: the share of images both read
 as the same digit.
 
+Where sales have come back for listings both arms priced (``clean_data.price_labels``, the late
+labels of the realized_performance asset), the realized error: the challenger's and
+production's MAE (log price) against the sold prices, on the same requests, over the whole
+rollout (a challenger answers only while it rolls out). It is judged once there are
+``rollout_min_labels`` such sales, whatever the step's traffic.
+
 A guardrail is judged once the challenger has ``rollout_min_requests`` listings; one that fails
 rolls it back at once, whatever the bake time. A step ends when its time is up with the
 guardrails holding: shadow → the first canary share → … → production. Paused: no step is taken,
@@ -19,7 +25,7 @@ but a failing guardrail still rolls back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import partial
 
@@ -75,6 +81,19 @@ SELECT
 """
 
 
+# Sales only: a relisting's new asking price is not what the listing was worth.
+REALIZED = """
+SELECT count(*),
+       avg(abs(ln(c.prediction / c.realized_price))),
+       avg(abs(ln(p.prediction / p.realized_price)))
+FROM price_labels c JOIN price_labels p USING (request_id, item)
+WHERE c.model_name = %(name)s AND c.model_version = %(challenger)s
+  AND p.model_name = %(name)s AND p.model_version = %(production)s
+  AND c.label_kind = 'sale' AND p.label_kind = 'sale'
+  AND c.prediction > 0 AND p.prediction > 0 AND c.realized_price > 0
+"""
+
+
 @dataclass(frozen=True)
 class ArmFigures:
     challenger_rows: int
@@ -84,6 +103,9 @@ class ArmFigures:
     divergence: float | None  # prices: median |log ratio| on shared listings
     production_rows: int
     agreement: float | None = None  # digits: share of shared images read alike
+    labelled_sales: int = 0  # prices: sold listings both arms priced (the whole rollout)
+    challenger_realized_mae: float | None = None  # MAE (log price) against the sold prices
+    production_realized_mae: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -102,26 +124,28 @@ class Decision:
 
 def figures(settings: Settings, name: str, state: RolloutState) -> ArmFigures:
     """The live figures of ``state``'s step of model ``name`` (the step has a challenger)."""
+    arms = {"name": name, "challenger": state.challenger, "production": state.production}
     query = DIGITS_FIGURES if name == settings.digits_model_name else FIGURES
+    step = {**arms, "route": PRICE_ROUTE, "since": datetime.fromisoformat(state.step_started_at)}
     with connect("raw_data", settings) as conn:
-        row = conn.execute(
-            query,
-            {
-                "name": name,
-                "route": PRICE_ROUTE,
-                "since": datetime.fromisoformat(state.step_started_at),
-                "challenger": state.challenger,
-                "production": state.production,
-            },
-        ).fetchone()
-    return ArmFigures(*row)
+        live = ArmFigures(*conn.execute(query, step).fetchone())
+    if name != settings.price_model_name:
+        return live
+    with connect("clean_data", settings) as conn:
+        sales, challenger, production = conn.execute(REALIZED, arms).fetchone()
+    return replace(
+        live,
+        labelled_sales=sales,
+        challenger_realized_mae=challenger,
+        production_realized_mae=production,
+    )
 
 
 def failed_guardrails(figures: ArmFigures, settings: Settings) -> list[str]:
     """What is wrong with the challenger (empty: nothing, or too few listings to say)."""
+    failures = _realized_failures(figures, settings)
     if figures.challenger_rows < settings.rollout_min_requests:
-        return []
-    failures = []
+        return failures
     if figures.error_rate > settings.rollout_max_error_rate:
         failures.append(
             f"error rate {figures.error_rate:.1%} > {settings.rollout_max_error_rate:.1%}"
@@ -141,6 +165,19 @@ def failed_guardrails(figures: ArmFigures, settings: Settings) -> list[str]:
             "(median |log(challenger / production)|)"
         )
     return failures
+
+
+def _realized_failures(figures: ArmFigures, settings: Settings) -> list[str]:
+    if figures.labelled_sales < settings.rollout_min_labels:
+        return []
+    challenger, production = figures.challenger_realized_mae, figures.production_realized_mae
+    allowed = production * (1 + settings.rollout_max_realized_increase)
+    if challenger <= allowed:
+        return []
+    return [
+        f"realized MAE (log) {challenger:.3f} > production's {production:.3f} "
+        f"+{settings.rollout_max_realized_increase:.0%} on {figures.labelled_sales} sold listings"
+    ]
 
 
 def decide(

@@ -274,5 +274,11 @@ def test_a_rollout_shows_each_arm_the_guardrails_and_the_moves() -> None:
     assert "| production v3 | 2300 | - | 10 ms |" in text
     assert "Failing guardrails: divergence 0.690" in text
     assert "| 7 | 2026-12-03T12:00:00 | step | controller | v3, v4 in canary 5% |" in text
+    assert "Realized MAE" not in text  # no sale has come back yet
+    sold = {**view["figures"], "labelled_sales": 41, "challenger_realized_mae": 0.412,
+            "production_realized_mae": 0.298}  # fmt: skip
+    assert (
+        "Realized MAE (log) on 41 sold listings both priced: challenger 0.412, production 0.298."
+    ) in formatting.rollout_markdown({**view, "figures": sold})
     quiet = formatting.rollout_markdown({**view, "figures": None, "events": []})
     assert quiet == "**Rollout**: production v3, challenger v4 in canary 5%."

@@ -26,6 +26,8 @@ POLICY = Settings(
 )  # fmt: skip
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 HEALTHY = ArmFigures(500, 0, 20.0, 18.0, 0.01, 9_500)
+WORSE_ON_SALES = {"labelled_sales": 30, "challenger_realized_mae": 0.4,
+                  "production_realized_mae": 0.3}  # fmt: skip
 
 
 def state(stage: str, share: float, age_s: float, paused: bool = False) -> RolloutState:
@@ -61,12 +63,58 @@ def test_too_few_listings_hold_and_pause_holds_but_never_blocks_a_rollback() -> 
         (replace(HEALTHY, canary_p99_ms=900.0), "canary p99 900 ms"),
         (replace(HEALTHY, divergence=0.3), "divergence 0.300"),
         (replace(HEALTHY, divergence=None, agreement=0.9), "agreement 90.0% < 95.0%"),
+        (replace(HEALTHY, **WORSE_ON_SALES), "realized MAE (log) 0.400 > production's 0.300"),
     ],
 )
 def test_each_guardrail_rolls_back_before_the_bake_time(figures, failure) -> None:
     decision = decide(state("canary", 0.05, 5), figures, POLICY, NOW)
     assert decision.action == "rollback" and failure in decision.reason
     assert decision.change(state("canary", 0.05, 5)).challenger is None
+
+
+def test_realized_error_is_judged_on_enough_sales_whatever_the_steps_traffic() -> None:
+    quiet = replace(HEALTHY, challenger_rows=3)  # too few listings for the live guardrails
+    rollback = decide(state("shadow", 0, 5), replace(quiet, **WORSE_ON_SALES), POLICY, NOW)
+    assert rollback.action == "rollback" and "on 30 sold listings" in rollback.reason
+    too_few = replace(quiet, **{**WORSE_ON_SALES, "labelled_sales": 29})
+    assert decide(state("shadow", 0, 5), too_few, POLICY, NOW) is None
+    within = replace(HEALTHY, **{**WORSE_ON_SALES, "challenger_realized_mae": 0.33})
+    assert decide(state("canary", 0.05, 5), within, POLICY, NOW) is None  # +10% allowed
+
+
+def _label(settings: Settings, name: str, rows: list[tuple]) -> None:
+    """clean_data.price_labels rows (request_id, item, role, version, prediction, kind, sold)."""
+    with psycopg.connect(settings.database_url("clean_data")) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO price_labels (request_id, item, role, model_name, model_version, "
+            "predicted_at, prediction, listing_key, state, label_batch, label_kind, "
+            "realized_price, labelled_at) VALUES (%s, %s, %s, %s, %s, now(), %s, "
+            "%s || ':' || %s, 'TX', 'test', %s, %s, now())",
+            [(r, i, role, name, v, p, r, i, kind, sold) for r, i, role, v, p, kind, sold in rows],
+        )
+
+
+def test_realized_figures_pair_both_arms_on_the_same_sold_listings(pg_settings) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    settings = pg_settings.model_copy(update={"price_model_name": name})
+    rows = []
+    for item in range(40):  # sold at 100k: production says 100k, the challenger 200k
+        rows += [(name, item, "production", "1", 1e5, "sale", 1e5),
+                 (name, item, "shadow", "2", 2e5, "sale", 1e5)]  # fmt: skip
+    for item in range(40, 50):  # relisted, not sold: no ground truth for the guardrail
+        rows += [(name, item, "production", "1", 1e5, "relisting", 3e5),
+                 (name, item, "shadow", "2", 3e5, "relisting", 3e5)]  # fmt: skip
+    rows += [(name, item, "production", "1", 1e5, "sale", 1e5) for item in range(50, 60)]
+    _label(settings, name, rows)  # ^ sales of production's answers only: no pair
+
+    live = guardrails.figures(
+        settings, name, RolloutState("1", None, "2", "shadow", 0, NOW.isoformat())
+    )
+
+    assert live.labelled_sales == 40
+    assert live.challenger_realized_mae == pytest.approx(0.6931, abs=1e-3)
+    assert live.production_realized_mae == pytest.approx(0.0)
+    assert "realized MAE (log) 0.693" in guardrails.failed_guardrails(live, settings)[0]
 
 
 def _log(settings: Settings, name: str, rows: list[tuple]) -> None:
