@@ -258,7 +258,8 @@ def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
     gr.Markdown(
         "What the price model answered, per hour and version: listings, error rate, latency, "
         "the median price, and drift of what clients sent against the version's training data. "
-        "Below, the alerts: checks that started failing or passed again."
+        "Below, how its prices turned out on the listings that sold since (realized error), "
+        "and the alerts: checks that started failing or passed again."
     )
     with gr.Row():
         hours = gr.Dropdown(
@@ -269,13 +270,15 @@ def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
     note = gr.Markdown(elem_id="monitoring-note")
     chart = gr.Plot(label="Served traffic", elem_id="monitoring-chart")
     windows = gr.Markdown(elem_id="monitoring-windows")
+    realized = gr.Markdown(elem_id="monitoring-realized")
     alerts = gr.Markdown(elem_id="monitoring-alerts")
+    shown = [note, chart, windows, realized, alerts]
 
     def load(period: int) -> tuple[Any, ...]:
         try:
             record = serving.monitoring(int(period))
         except BackendError as error:
-            return _problem(error), None, "", ""
+            return _problem(error), None, "", "", ""
         served, raised = record["windows"], record["alerts"]
         firing = formatting.firing_checks(raised)
         message = (
@@ -284,11 +287,17 @@ def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
             + (f"**firing: {', '.join(firing)}**" if firing else "no check is failing")
         )
         figure = charts.served_figure(served) if served else None
-        return message, figure, formatting.windows_table(served), formatting.alerts_table(raised)
+        return (
+            message,
+            figure,
+            formatting.windows_table(served),
+            formatting.realized_table(record["realized"]),
+            formatting.alerts_table(raised),
+        )
 
-    refresh.click(load, hours, [note, chart, windows, alerts])
-    hours.change(load, hours, [note, chart, windows, alerts])
-    demo.load(load, hours, [note, chart, windows, alerts])
+    refresh.click(load, hours, shown)
+    hours.change(load, hours, shown)
+    demo.load(load, hours, shown)
 
 
 def counter_tab(serving: ServingClient) -> None:

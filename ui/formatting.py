@@ -357,6 +357,10 @@ WINDOW_COLUMNS: tuple[str, ...] = (
 ALERT_COLUMNS: tuple[str, ...] = (
     "raised (UTC)", "state", "check", "partition", "what", "webhook",
 )  # fmt: skip
+REALIZED_COLUMNS: tuple[str, ...] = (
+    "version", "answered as", "sales", "MAE $", "MAPE", "MAE (log)", "interval coverage",
+    "last sale labelled (UTC)",
+)  # fmt: skip
 
 
 def windows_table(windows: list[dict[str, Any]]) -> str:
@@ -364,6 +368,20 @@ def windows_table(windows: list[dict[str, Any]]) -> str:
     if not windows:
         return "Nothing served in the period (or served_traffic has not run yet)."
     return markdown_table(WINDOW_COLUMNS, window_rows(windows))
+
+
+def realized_table(realized: list[dict[str, Any]]) -> str:
+    """The Monitoring tab's realized error: per version and role, on the sales come back."""
+    if not realized:
+        return "No sale has come back yet for a listing the model priced."
+    rows = [
+        [f"v{r['version']}", r["role"], f"{r['sales']:,}", dollars(r["mae_usd"]),
+         f"{r['mape']:.1%}", f"{r['mae_log']:.3f}",
+         "-" if r["coverage"] is None else f"{r['coverage']:.1%} of {r['coverage_n']:,}",
+         r["last_labelled_at"][:16].replace("T", " ")]
+        for r in realized
+    ]  # fmt: skip
+    return markdown_table(REALIZED_COLUMNS, rows)
 
 
 def alerts_table(alerts: list[dict[str, Any]]) -> str:

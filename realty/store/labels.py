@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 PREDICTION_COLUMNS = (
@@ -105,3 +106,25 @@ def landed_at(raw_conn: psycopg.Connection, batch_key: str) -> datetime:
     if row is None:
         raise KeyError(f"batch {batch_key} has not been landed")
     return row[0]
+
+
+REALIZED_BY_VERSION = """
+SELECT model_version, role, count(*) AS sales,
+       avg(abs(prediction - realized_price)) AS mae_usd,
+       avg(abs(prediction - realized_price) / realized_price) AS mape,
+       avg(abs(ln(prediction / realized_price))) AS mae_log,
+       avg(CASE WHEN realized_price BETWEEN interval_low AND interval_high THEN 1.0 ELSE 0.0 END)
+           FILTER (WHERE interval_low IS NOT NULL) AS coverage,
+       count(interval_low) AS coverage_n,
+       max(labelled_at) AS last_labelled_at
+FROM price_labels
+WHERE model_name = %s AND label_kind = 'sale' AND prediction > 0 AND realized_price > 0
+GROUP BY model_version, role ORDER BY max(labelled_at) DESC, model_version, role
+"""
+
+
+def realized_by_version(clean_conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
+    """Per version and role, the error and interval coverage of every sale labelled so far,
+    the version labelled last first."""
+    with clean_conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(REALIZED_BY_VERSION, (model_name,)).fetchall()

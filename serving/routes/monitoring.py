@@ -1,6 +1,8 @@
-"""What was served and what was raised: the price model's hourly served windows
-(``clean_data.served_windows``, written by the served_traffic asset) and the alerts
-(``clean_data.alerts``, alert_sensor), for the web app's Monitoring tab."""
+"""What was served, how it turned out and what was raised: the price model's hourly served
+windows (``clean_data.served_windows``, written by the served_traffic asset), its realized
+error per version on the sales that came back (``clean_data.price_labels``, the
+realized_performance asset) and the alerts (``clean_data.alerts``, alert_sensor), for the web
+app's Monitoring tab."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from realty.store.alerts import recent_alerts
+from realty.store.labels import realized_by_version
 from realty.store.served import windows_since
 from serving.deps import database
 
@@ -44,9 +47,22 @@ class Alert(BaseModel):
     last_error: str | None
 
 
+class Realized(BaseModel):
+    version: str
+    role: str = Field(description="production, canary or shadow: how the version answered")
+    sales: int = Field(description="Sold listings it priced before the sale was known")
+    mae_usd: float
+    mape: float
+    mae_log: float = Field(description="MAE of log price, comparable to its validation MAE")
+    coverage: float | None = Field(description="Share of sold prices inside its interval")
+    coverage_n: int = Field(description="Sales whose prediction had an interval")
+    last_labelled_at: datetime
+
+
 class MonitoringResponse(BaseModel):
     model_name: str
     windows: list[ServedWindow] = Field(description="Oldest first")
+    realized: list[Realized] = Field(description="Every sale so far; the newest labelled first")
     alerts: list[Alert] = Field(description="Newest first")
 
 
@@ -62,9 +78,11 @@ def monitoring(
     with database(settings, "clean_data", WHAT) as conn:
         windows = windows_since(conn, settings.price_model_name, since)
         raised = recent_alerts(conn, alerts)
+        realized = realized_by_version(conn, settings.price_model_name)
     return MonitoringResponse(
         model_name=settings.price_model_name,
         windows=[_window(start, profile) for start, profile in windows],
+        realized=[Realized(version=row.pop("model_version"), **row) for row in realized],
         alerts=[Alert(**alert) for alert in raised],
     )
 

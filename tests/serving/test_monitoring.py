@@ -15,6 +15,7 @@ import pytest
 from realty import alerts
 from realty_assets.assets.monitoring import served_traffic
 from realty_assets.resources import build_resources
+from tests.realty.model.test_guardrails import insert_labels
 from tests.realty_assets.test_monitoring import log_served
 
 pytestmark = pytest.mark.integration
@@ -76,3 +77,21 @@ def test_the_served_windows_and_the_alerts_are_read_back(
         "firing", "served_traffic_healthy", None,
     )  # fmt: skip
     assert httpx.get(f"{serving_server.url}/v1/monitoring", params={"hours": 0}).status_code == 422
+
+
+def test_the_realized_error_of_each_version_comes_from_the_sales_labelled(serving_server) -> None:
+    name, version = serving_server.settings.price_model_name, f"9{random.randrange(10**6)}"
+    request = f"sold-{version}"
+    sold = [(request, i, "production", version, 1.25e5, "sale", 1e5) for i in range(20)]
+    sold += [(request, 20 + i, "shadow", version, 1e5, "sale", 1e5) for i in range(5)]
+    relisted = [(request, 30, "production", version, 9e5, "relisting", 1e5)]
+    insert_labels(serving_server.settings, name, sold + relisted)
+
+    body = httpx.get(f"{serving_server.url}/v1/monitoring").json()
+
+    mine = {row["role"]: row for row in body["realized"] if row["version"] == version}
+    assert (mine["production"]["sales"], mine["shadow"]["sales"]) == (20, 5)  # no relisting
+    assert mine["production"]["mae_usd"] == pytest.approx(25_000)
+    assert mine["production"]["mape"] == pytest.approx(0.25)
+    assert mine["shadow"]["mae_log"] == pytest.approx(0.0)
+    assert mine["production"]["coverage"] is None and mine["production"]["coverage_n"] == 0

@@ -3,6 +3,7 @@ on loopback. Every test leaves a screenshot in var/test-artifacts/."""
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -153,10 +154,14 @@ def test_data_and_drift_tab_shows_each_batch_and_the_scores(
 def test_monitoring_tab_shows_the_served_hours_and_the_alerts(
     live_ui: str, page, production_models, dagster_instance
 ) -> None:
+    from tests.realty.model.test_guardrails import insert_labels
     from tests.serving.test_monitoring import profiled_hour
 
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     profiled_hour(production_models, dagster_instance, hour)
+    settings, sold_version = production_models.settings, f"8{random.randrange(10**6)}"
+    sold = [(f"ui-{sold_version}", i, "canary", sold_version, 1.5e5, "sale", 1e5) for i in range(7)]
+    insert_labels(settings, settings.price_model_name, sold)
     page.goto(live_ui)
     page.get_by_role("tab", name="Monitoring").click()
     note = wait_for_text(page, "monitoring-note", r"version-hours served")
@@ -164,6 +169,8 @@ def test_monitoring_tab_shows_the_served_hours_and_the_alerts(
     windows = page.locator("#monitoring-windows").inner_text()
     version = production_models.price_version
     assert re.search(rf"{hour:%Y-%m-%d %H:%M}\s+v{version}\s+300\s+0\.0%", windows), windows
+    realized = page.locator("#monitoring-realized").inner_text()
+    assert re.search(rf"v{sold_version}\s+canary\s+7\s+\$50,000\s+50\.0%", realized), realized
     alerts = page.locator("#monitoring-alerts").inner_text()
     assert "served_traffic / served_traffic_healthy" in alerts and "firing" in alerts
     assert "p99 latency 400 ms" in alerts

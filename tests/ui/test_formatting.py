@@ -282,3 +282,21 @@ def test_a_rollout_shows_each_arm_the_guardrails_and_the_moves() -> None:
     ) in formatting.rollout_markdown({**view, "figures": sold})
     quiet = formatting.rollout_markdown({**view, "figures": None, "events": []})
     assert quiet == "**Rollout**: production v3, challenger v4 in canary 5%."
+
+
+def test_realized_error_is_a_row_per_version_and_role() -> None:
+    realized = [
+        {"version": "4", "role": "canary", "sales": 1234, "mae_usd": 41_000.4, "mape": 0.183,
+         "mae_log": 0.2012, "coverage": 0.894, "coverage_n": 1200,
+         "last_labelled_at": "2026-12-04T10:15:00+00:00"},
+        {"version": "3", "role": "production", "sales": 9, "mae_usd": 50_000, "mape": 0.25,
+         "mae_log": 0.22, "coverage": None, "coverage_n": 0,
+         "last_labelled_at": "2026-12-03T09:00:00+00:00"},
+    ]  # fmt: skip
+    text = formatting.realized_table(realized)
+    assert (
+        "| v4 | canary | 1,234 | $41,000 | 18.3% | 0.201 | 89.4% of 1,200 | 2026-12-04 10:15 |"
+        in text
+    )
+    assert "| v3 | production | 9 | $50,000 | 25.0% | 0.220 | - |" in text
+    assert "No sale has come back" in formatting.realized_table([])

@@ -82,7 +82,7 @@ def test_realized_error_is_judged_on_enough_sales_whatever_the_steps_traffic() -
     assert decide(state("canary", 0.05, 5), within, POLICY, NOW) is None  # +10% allowed
 
 
-def _label(settings: Settings, name: str, rows: list[tuple]) -> None:
+def insert_labels(settings: Settings, name: str, rows: list[tuple]) -> None:
     """clean_data.price_labels rows (request_id, item, role, version, prediction, kind, sold)."""
     with psycopg.connect(settings.database_url("clean_data")) as conn, conn.cursor() as cur:
         cur.executemany(
@@ -105,7 +105,7 @@ def test_realized_figures_pair_both_arms_on_the_same_sold_listings(pg_settings) 
         rows += [(name, item, "production", "1", 1e5, "relisting", 3e5),
                  (name, item, "shadow", "2", 3e5, "relisting", 3e5)]  # fmt: skip
     rows += [(name, item, "production", "1", 1e5, "sale", 1e5) for item in range(50, 60)]
-    _label(settings, name, rows)  # ^ sales of production's answers only: no pair
+    insert_labels(settings, name, rows)  # ^ sales of production's answers only: no pair
 
     live = guardrails.figures(
         settings, name, RolloutState("1", None, "2", "shadow", 0, NOW.isoformat())
