@@ -5,11 +5,14 @@
 an earlier batch delivered is dropped, as CLEAN does), in this process: no servers, as this
 measures the model, not the loop. For each batch k from
 ``--first`` on, the candidates are trained on batches 1..k the way the loop trains them
-(``split_for_training``: a fifth of every batch held out as the eval split) and the best one,
-calibrated on its eval split, prices batch k + 1, which no model of that step saw: the share
-of those listings whose real price lies in its interval is the realized coverage. Beside it:
-the same intervals without Mondrian groups (one pooled quantile), the candidate's cross-fit
-coverage on its eval split (what its version records), and per-state coverage. The control,
+(``split_for_training``: a fifth of every batch held out as the eval split) and the best one
+prices batch k + 1, which no model of that step saw: the share of those listings whose real
+price lies in its interval is the realized coverage. Its intervals are calibrated as the loop
+calibrates them: on the residuals each earlier step's model had on the batch after it (what
+the drift verdict of that batch records of production), and at k = 1, with none yet, on its
+eval split. Beside it: the same intervals without Mondrian groups (one pooled quantile), the
+intervals calibrated on the eval split instead (the method before 2026-12-04), the coverage of
+the eval split its version records, and per-state coverage. The control,
 ``random_holdout``: a random fifth of all listings held out and the model trained on the rest,
 so the held-out rows are exchangeable with the eval split, which a later batch of this
 state-ordered file is not.
@@ -30,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from realty.ingest.cleaning import clean_batch
-from realty.model.intervals import IntervalTable, covered
+from realty.model.intervals import ConformalCalibration, IntervalTable, UnseenResiduals, covered
 from realty.model.price_model import INTERVAL_GROUP
 from realty.model.training import TrainingBudget, split_for_training, train_candidates
 from realty.schema import LISTING_COLUMNS
@@ -56,27 +59,44 @@ def clean_batches(csv: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def fit(seen: pd.DataFrame, newest: str, level: float, args: argparse.Namespace) -> dict:
+def fit(
+    seen: pd.DataFrame,
+    newest: str,
+    level: float,
+    args: argparse.Namespace,
+    unseen: UnseenResiduals | None = None,
+) -> dict:
     """The best candidate trained on ``seen`` as the loop trains (eval split: a fifth of every
-    batch, ``newest`` included), calibrated on its eval split."""
+    batch, ``newest`` included), calibrated on ``unseen`` (else its eval split), and the
+    calibration its eval split alone would give."""
     train, evaluation = split_for_training(seen, newest, 0.2, seed=0)
     budget = TrainingBudget(iterations=args.iterations, max_seconds=args.max_seconds)
     started = time.perf_counter()
-    best = train_candidates(train, evaluation, budget, args.candidates, interval_level=level)[0]
+    best = train_candidates(
+        train, evaluation, budget, args.candidates, interval_level=level, unseen=unseen
+    )[0]
+    seconds = time.perf_counter() - started
+    on_eval = ConformalCalibration.fit(
+        best.model.features(evaluation)[INTERVAL_GROUP].tolist(),
+        np.log(evaluation["price"].to_numpy("float64")),
+        np.log(best.model.predict(None, evaluation)),
+    )
     return {
         "model": best.model,
+        "eval_split_table": on_eval.table(level),
         "candidate": best.name,
+        "calibration": best.params["interval_calibration"],
         "train_rows": len(train),
         "eval_rows": len(evaluation),
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "eval_cross_fit_coverage": round(best.metrics["interval_coverage"], 4),
+        "train_seconds": round(seconds, 1),
+        "eval_coverage": round(best.metrics["interval_coverage"], 4),
     }
 
 
 def measure(fitted: dict, held_out: pd.DataFrame, level: float) -> tuple[dict, pd.DataFrame]:
     """``fitted``'s intervals on ``held_out``: the figures, and per row (state, covered,
     covered by the pooled quantile alone) for the overall figures."""
-    model = fitted.pop("model")
+    model, eval_split_table = fitted.pop("model"), fitted.pop("eval_split_table")
     priced = model.price_frame(held_out, level)
     groups = model.features(held_out)[INTERVAL_GROUP].tolist()
     price = held_out["price"].to_numpy("float64")
@@ -88,6 +108,8 @@ def measure(fitted: dict, held_out: pd.DataFrame, level: float) -> tuple[dict, p
             "state": groups,
             "covered": (priced.low <= price) & (price <= priced.high),
             "covered_pooled": covered(pooled_only, groups, log_true, log_pred),
+            "covered_eval_split": covered(eval_split_table, groups, log_true, log_pred),
+            "residual": np.abs(log_true - log_pred),
         }
     )
     figures = {
@@ -95,6 +117,7 @@ def measure(fitted: dict, held_out: pd.DataFrame, level: float) -> tuple[dict, p
         "held_out_rows": len(held_out),
         "coverage": round(float(rows["covered"].mean()), 4),
         "coverage_pooled_only": round(float(rows["covered_pooled"].mean()), 4),
+        "coverage_eval_split_calibration": round(float(rows["covered_eval_split"].mean()), 4),
         "share_with_own_state_quantile": round(
             float(np.mean([group in table.by_group for group in groups])), 4
         ),
@@ -105,10 +128,16 @@ def measure(fitted: dict, held_out: pd.DataFrame, level: float) -> tuple[dict, p
 
 
 def next_batch(
-    listings: pd.DataFrame, keys: list[str], k: int, level: float, args: argparse.Namespace
+    listings: pd.DataFrame,
+    keys: list[str],
+    k: int,
+    level: float,
+    args: argparse.Namespace,
+    unseen: UnseenResiduals | None,
 ) -> tuple[dict, pd.DataFrame]:
     """Train on batches 1..k, measure on batch k + 1."""
-    fitted = fit(listings[listings["batch_key"].isin(keys[:k])], keys[k - 1], level, args)
+    seen = listings[listings["batch_key"].isin(keys[:k])]
+    fitted = fit(seen, keys[k - 1], level, args, unseen)
     figures, rows = measure(fitted, listings[listings["batch_key"] == keys[k]], level)
     return {"trained_on": f"{keys[0]}..{keys[k - 1]}", "held_out": keys[k], **figures}, rows
 
@@ -138,7 +167,17 @@ def main() -> None:
     keys = sorted(listings["batch_key"].unique())
     steps, rows = [], []
     for k in range(args.first, len(keys)):
-        figures, held_out = next_batch(listings, keys, k, args.level, args)
+        # What the verdicts of batches 2..k recorded: each earlier model on the batch after it.
+        unseen = (
+            UnseenResiduals(
+                [g for r in rows for g in r["state"]],
+                np.concatenate([r["residual"].to_numpy() for r in rows]),
+                len(rows),
+            )
+            if rows
+            else None
+        )
+        figures, held_out = next_batch(listings, keys, k, args.level, args, unseen)
         steps.append(figures)
         rows.append(held_out)
         print(json.dumps(figures), flush=True)
@@ -162,6 +201,9 @@ def main() -> None:
             "max": max(s["coverage"] for s in steps),
         },
         "coverage_realized_pooled_only": round(float(every["covered_pooled"].mean()), 4),
+        "coverage_realized_eval_split_calibration": round(
+            float(every["covered_eval_split"].mean()), 4
+        ),
         "coverage_by_state": {
             state: {"coverage": round(float(row["mean"]), 4), "rows": int(row["size"])}
             for state, row in by_state.iterrows()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -16,6 +17,8 @@ from mlflow.entities.model_registry import ModelVersion
 from realty.drift import DriftReport, DriftThresholds, drift_report
 from realty.labels import SALE, realized_figures
 from realty.model import registry
+from realty.model.intervals import UnseenResiduals
+from realty.model.price_model import INTERVAL_GROUP
 from realty.model.training import evaluate
 from realty.model.versions import reference_profile, version_metrics
 from realty.model_error import PerformanceDrift, RealizedError
@@ -31,6 +34,8 @@ class Verdict:
     key: str
     report: DriftReport
     production: ModelVersion | None
+    # production's errors on the batch it has not trained on: the next intervals' calibration
+    unseen: UnseenResiduals | None = None
 
 
 def thresholds(settings: Settings) -> DriftThresholds:
@@ -54,18 +59,25 @@ def judge_batch(
     production = registry.version_by_alias(client, settings.price_model_name, registry.PRODUCTION)
     if production is None:
         return Verdict(key, drift_report(None, batch, thresholds(settings)), None)
-    performance = None
+    performance = unseen = None
     if len(batch):
         model = registry.load_price_model(settings.price_model_name, production.version)
+        predicted = model.predict(None, batch)
         performance = PerformanceDrift(
-            batch=evaluate(batch["price"], model.predict(None, batch)),
+            batch=evaluate(batch["price"], predicted),
             validation=version_metrics(production),
+        )
+        unseen = UnseenResiduals(
+            model.features(batch)[INTERVAL_GROUP].tolist(),
+            np.abs(
+                np.log(batch["price"].to_numpy("float64")) - np.log(np.clip(predicted, 1.0, None))
+            ),
         )
     realized = realized_error(settings, clean_conn, production)
     report = drift_report(
         reference_profile(production), batch, thresholds(settings), performance, realized
     )
-    return Verdict(key, report, production)
+    return Verdict(key, report, production, unseen)
 
 
 def realized_error(

@@ -46,7 +46,13 @@ from realty.model.features import (
     LocationEncoder,
     prepare_features,
 )
-from realty.model.intervals import DEFAULT_LEVEL, ConformalCalibration, interval_scores
+from realty.model.intervals import (
+    DEFAULT_LEVEL,
+    MIN_GROUP_ROWS,
+    ConformalCalibration,
+    UnseenResiduals,
+    interval_scores,
+)
 from realty.model.price_model import INTERVAL_GROUP, PriceModel
 from realty.model_error import SEEN_ZIP_MAE, UNSEEN_ZIP_MAE
 
@@ -464,13 +470,16 @@ def train_candidates(
     candidates: Sequence[str] = CANDIDATES,
     config: FeatureConfig | None = None,
     interval_level: float = DEFAULT_LEVEL,
+    unseen: UnseenResiduals | None = None,
 ) -> list[CandidateResult]:
     """Fit every candidate on ``train``, score it on ``eval``; best (lowest mae_usd) first.
 
     ``train`` and ``eval`` are CLEAN listing frames (``price`` plus the listing fields). Each
     model is scored through ``PriceModel.predict`` on the eval rows' raw fields, the path
-    serving takes, and its intervals are calibrated on those rows (``realty.model.intervals``; the
-    metrics include their coverage at ``interval_level``).
+    serving takes. Its intervals are calibrated on ``unseen`` (earlier models' residuals on
+    batches they had not trained on) when it holds at least ``MIN_GROUP_ROWS``, else on the
+    eval rows (``realty.model.intervals``; the metrics include their coverage on the eval rows
+    at ``interval_level``).
     """
     budget = budget or TrainingBudget()
     config = config or FeatureConfig()
@@ -484,7 +493,14 @@ def train_candidates(
     data = _data(train, budget, config)
     eval_features = prepare_features(eval, config)
     eval_price = eval["price"].to_numpy(dtype="float64")
+    on_unseen = unseen is not None and len(unseen) >= MIN_GROUP_ROWS
+    calibrated_on = (
+        f"{len(unseen)} residuals on {unseen.batches} unseen batches"
+        if on_unseen
+        else f"{len(eval)} eval rows"
+    )
     common = {
+        "interval_calibration": calibrated_on,
         "train_rows": len(train),
         "train_rows_given": rows_given,
         "eval_rows": len(eval),
@@ -511,10 +527,15 @@ def train_candidates(
             np.log(np.clip(predicted, 1.0, None)),
         )
         groups = eval_features[INTERVAL_GROUP].tolist()
-        model.calibration = ConformalCalibration.fit(groups, np.log(eval_price), np.log(predicted))
-        metrics |= interval_scores(
-            model.calibration, groups, np.log(eval_price), np.log(predicted), interval_level
+        model.calibration = (
+            ConformalCalibration.from_residuals(unseen.groups, unseen.residuals)
+            if on_unseen
+            else ConformalCalibration.fit(groups, np.log(eval_price), np.log(predicted))
         )
+        metrics |= interval_scores(
+            model.calibration, groups, np.log(eval_price), np.log(predicted), interval_level,
+            calibrated_on_these=not on_unseen,
+        )  # fmt: skip
         logger.info("%s: %s in %.1f s", name, metrics, seconds)
         results.append(
             CandidateResult(

@@ -27,11 +27,13 @@ from mlflow.entities.model_registry import ModelVersion
 from realty.drift import ReferenceProfile
 from realty.model import registry
 from realty.model.datasets import ListingsDataset, listings_dataset, log_training_inputs
+from realty.model.intervals import UnseenResiduals
 from realty.model.price_model import log_price_model
 from realty.model.training import CandidateResult, TrainingBudget, snapshot, split_for_training
 from realty.model.training import train_candidates as fit_candidates
 from realty.settings import Settings
 from realty.store.clean import batches_through, read_clean_listings
+from realty.store.residuals import residuals_through
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class TrainingData:
     train: pd.DataFrame
     eval: pd.DataFrame
     snapshot: dict
+    unseen: UnseenResiduals | None = None  # calibrates the intervals (realty.model.intervals)
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,18 @@ class Trained:
     parent_run_id: str
 
 
-def training_data(clean_conn: psycopg.Connection, key: str, seed: int) -> TrainingData:
-    """Every clean batch through ``key``, split so that eval holds part of each (``key`` too).
+def training_data(
+    clean_conn: psycopg.Connection, key: str, seed: int, model_name: str | None = None
+) -> TrainingData:
+    """Every clean batch through ``key``, split so that eval holds part of each (``key`` too),
+    and, given the model's name, its productions' residuals on those batches before they
+    trained on them.
 
     Deterministic: the gate re-derives the same eval split to score the champion on it."""
     listings = read_clean_listings(clean_conn, batches_through(clean_conn, key))
     train, evaluation = split_for_training(listings, key, EVAL_FRACTION, seed)
-    return TrainingData(train, evaluation, snapshot(listings))
+    unseen = residuals_through(clean_conn, key, model_name) if model_name else None
+    return TrainingData(train, evaluation, snapshot(listings), unseen)
 
 
 def budget(settings: Settings) -> TrainingBudget:
@@ -136,7 +144,11 @@ def train_and_register(
         log_training_inputs(train_set, eval_set, tags["snapshot_sha256"])
         started = time.monotonic()
         results = fit_candidates(
-            data.train, data.eval, budget(settings), interval_level=settings.price_interval_level
+            data.train,
+            data.eval,
+            budget(settings),
+            interval_level=settings.price_interval_level,
+            unseen=data.unseen,
         )
         best = results[0]
         fitted = time.monotonic()

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from realty.store.ledger import store_verdict
+from realty.store.residuals import replace_residuals
 from realty_assets.assets.ingest import clean_batch
 from realty_assets.assets.realized import realized_performance
 from realty_assets.partitions import batch_partitions
@@ -29,6 +30,11 @@ def drift_report(
     with postgres.connect("clean_data") as conn:
         verdict = judge_batch(mlflow.settings, conn, mlflow.client(), context.partition_key)
         store_verdict(conn, verdict)
+        if verdict.unseen is not None:
+            replace_residuals(
+                conn, verdict.key, mlflow.settings.price_model_name,
+                verdict.production.version, verdict.unseen,
+            )  # fmt: skip
     report = verdict.report
     return dg.MaterializeResult(
         metadata={

@@ -82,7 +82,7 @@ def candidate_model(
             return
         trigger, reasons = _why(context.run.tags, verdict)
         context.log.info(f"training because ({trigger}): {reasons}")
-        data = training_data(conn, key, settings.train_seed)
+        data = training_data(conn, key, settings.train_seed, settings.price_model_name)
         trained = train_and_register(settings, mlflow.client(), data, key, trigger, reasons)
         record_training(conn, key, trained, trigger, reasons)
     yield dg.MaterializeResult(

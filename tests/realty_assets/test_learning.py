@@ -101,6 +101,34 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
     verdicts = loop.clean("SELECT reasons FROM drift_reports WHERE batch_key LIKE 'g1-learning-%%'")
     assert any("never seen in training" in reason for (reasons,) in verdicts for reason in reasons)
 
+    # Each verdict kept production's errors on the batch it had not seen; candidates trained
+    # after that calibrate their intervals on them, the first one on its eval split.
+    unseen = loop.clean(
+        "SELECT u.batch_key, u.model_version, cardinality(u.residuals), cardinality(u.states), "
+        "d.production_version, (d.report->'performance'->'batch'->>'mae_log')::float, "
+        "(SELECT avg(r) FROM unnest(u.residuals) r), "
+        "(SELECT count(*) FROM clean_listings c WHERE c.batch_key = u.batch_key) "
+        "FROM unseen_residuals u JOIN drift_reports d USING (batch_key) "
+        "WHERE u.batch_key LIKE 'g1-learning-%%' ORDER BY u.batch_key"
+    )
+    assert [row[0] for row in unseen] == ["g1-learning-b002", "g1-learning-b003"]
+    for _, version, residuals, states, judged_by, mae_log, mean, listings in unseen:
+        assert residuals == states == listings and version == judged_by
+        assert mean == pytest.approx(mae_log, rel=1e-4)
+    calibrations = {
+        key: client.get_run(client.get_model_version(name, version).run_id).data.params[
+            "interval_calibration"
+        ]
+        for key, version in loop.clean(
+            "SELECT batch_key, candidate_version FROM model_decisions "
+            "WHERE batch_key LIKE 'g1-learning-%%'"
+        )
+    }
+    assert calibrations.pop("g1-learning-b001").endswith("eval rows")
+    for key, calibration in calibrations.items():
+        batches = 1 if key == "g1-learning-b002" else 2
+        assert calibration.endswith(f"residuals on {batches} unseen batches"), calibration
+
 
 def _retrain_by_hand(loop: Loop, key: str = "g1-learning-b001") -> None:
     loop.run(

@@ -13,6 +13,7 @@ import pytest
 from realty.drift import ReferenceProfile, drift_report
 from realty.ingest.cleaning import CleaningRules, clean_batch
 from realty.model.features import FEATURE_COLUMNS, INPUT_FIELDS, prepare_features
+from realty.model.intervals import UnseenResiduals, conformal_quantile, covered
 from realty.model.price_model import PriceModel, log_price_model
 from realty.model.training import (
     CANDIDATES,
@@ -236,6 +237,30 @@ def test_every_candidate_is_trained_scored_and_sorted_best_first(trained) -> Non
         "zip_code",
         "state",
     }
+
+
+def test_residuals_on_unseen_batches_calibrate_the_intervals_when_enough() -> None:
+    frame = batches(600, 400)
+    train, eval_ = split_for_training(frame, "g1-d1-b002")
+    wide = UnseenResiduals(["Texas"] * 150 + ["Ohio"] * 50, np.linspace(0.0, 2.0, 200), 2)
+    [result] = train_candidates(train, eval_, SMALL, ["baseline_median"], unseen=wide)
+
+    table = result.model.interval_table(0.9)
+    assert result.model.calibration.rows == 200
+    assert table.pooled == pytest.approx(conformal_quantile(np.linspace(0.0, 2.0, 200), 0.9))
+    assert set(table.by_group) == {"Texas"}  # Ohio's 50 are too few for a quantile of its own
+    assert result.params["interval_calibration"] == "200 residuals on 2 unseen batches"
+    # Not fitted on the eval rows, so their coverage is measured directly, not cross-fit.
+    log_true = np.log(eval_["price"].to_numpy("float64"))
+    log_pred = np.log(result.model.predict(None, eval_))
+    groups = result.model.features(eval_)["state"].tolist()
+    inside = covered(table, groups, log_true, log_pred).mean()
+    assert result.metrics["interval_coverage"] == pytest.approx(inside)
+
+    few = UnseenResiduals(["Texas"] * 99, np.ones(99))
+    [fallback] = train_candidates(train, eval_, SMALL, ["baseline_median"], unseen=few)
+    assert fallback.model.calibration.rows == len(eval_)
+    assert fallback.params["interval_calibration"] == f"{len(eval_)} eval rows"
 
 
 def test_unknown_categories_and_odd_inputs_do_not_crash(trained) -> None:
