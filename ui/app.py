@@ -253,7 +253,7 @@ def drift_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> No
     demo.load(load, None, [note, chart, table])
 
 
-def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
+def monitoring_tab(serving: ServingClient, settings: Settings, demo: gr.Blocks) -> None:
     """What the price model served, hour by hour and per version, and the alerts raised."""
     gr.Markdown(
         "What the price model answered, per hour and version: listings, error rate, latency, "
@@ -270,15 +270,16 @@ def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
     note = gr.Markdown(elem_id="monitoring-note")
     chart = gr.Plot(label="Served traffic", elem_id="monitoring-chart")
     windows = gr.Markdown(elem_id="monitoring-windows")
+    realized_chart = gr.Plot(label="Realized error over time", elem_id="monitoring-realized-chart")
     realized = gr.Markdown(elem_id="monitoring-realized")
     alerts = gr.Markdown(elem_id="monitoring-alerts")
-    shown = [note, chart, windows, realized, alerts]
+    shown = [note, chart, windows, realized_chart, realized, alerts]
 
     def load(period: int) -> tuple[Any, ...]:
         try:
             record = serving.monitoring(int(period))
         except BackendError as error:
-            return _problem(error), None, "", "", ""
+            return _problem(error), None, "", None, "", ""
         served, raised = record["windows"], record["alerts"]
         firing = formatting.firing_checks(raised)
         message = (
@@ -287,10 +288,12 @@ def monitoring_tab(serving: ServingClient, demo: gr.Blocks) -> None:
             + (f"**firing: {', '.join(firing)}**" if firing else "no check is failing")
         )
         figure = charts.served_figure(served) if served else None
+        over_time = record["realized_over_time"]
         return (
             message,
             figure,
             formatting.windows_table(served),
+            charts.realized_figure(over_time, settings.price_interval_level) if over_time else None,
             formatting.realized_table(record["realized"]),
             formatting.alerts_table(raised),
         )
@@ -380,7 +383,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tab("Data & drift", id="drift"):
             drift_tab(serving, settings, demo)
         with gr.Tab("Monitoring", id="monitoring"):
-            monitoring_tab(serving, demo)
+            monitoring_tab(serving, settings, demo)
         with gr.Tab("Object counter", id="counter"):
             counter_tab(serving)
         with gr.Tab("Digits", id="digits"):

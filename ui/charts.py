@@ -185,3 +185,31 @@ def served_figure(windows: list[dict[str, Any]]) -> Figure:
     return served_chart.served_figure(
         [(datetime.fromisoformat(w["window_start"]), w) for w in windows]
     )
+
+
+REALIZED_PANELS = (
+    ("mae_log", "realized MAE (log price)"),
+    ("coverage", "share of sold prices inside the interval"),
+)
+
+
+def realized_figure(batches: list[dict[str, Any]], level: float | None = None) -> Figure:
+    """GET /v1/monitoring's realized_over_time: per version and role, what each labelling
+    batch's sales said, in landing order; the interval's nominal ``level`` as a line."""
+    arms = sorted({(r["version"], r["role"]) for r in batches}, key=lambda a: (int(a[0]), a[1]))
+    figure = Figure(figsize=(10, 3.0), layout="constrained")
+    for column, (field, title) in enumerate(REALIZED_PANELS, start=1):
+        axes = figure.add_subplot(1, len(REALIZED_PANELS), column)
+        for version, role in arms:
+            points = [r for r in batches if (r["version"], r["role"]) == (version, role)]
+            axes.plot([datetime.fromisoformat(r["labelled_at"]) for r in points],
+                      [r[field] for r in points], marker="o", markersize=3,
+                      label=f"v{version} {role}")  # fmt: skip
+        if field == "coverage" and level is not None:
+            axes.axhline(level, color="grey", linestyle="--", linewidth=1)
+        axes.set_title(title, fontsize=10)
+        axes.tick_params(axis="x", labelrotation=45, labelsize=7)
+        axes.tick_params(axis="y", labelsize=8)
+    if arms:
+        figure.axes[0].legend(fontsize=8)
+    return figure

@@ -128,3 +128,23 @@ def realized_by_version(clean_conn: psycopg.Connection, model_name: str) -> list
     the version labelled last first."""
     with clean_conn.cursor(row_factory=dict_row) as cursor:
         return cursor.execute(REALIZED_BY_VERSION, (model_name,)).fetchall()
+
+
+REALIZED_BY_BATCH = """
+SELECT r.batch_key, b.cleaned_at AS labelled_at, r.model_version, r.role,
+       (r.figures->>'sales')::int AS sales, (r.figures->>'mae_log')::float AS mae_log,
+       (r.figures->>'mape')::float AS mape, (r.figures->>'coverage')::float AS coverage
+FROM realized_performance r JOIN clean_batches b USING (batch_key)
+WHERE r.model_name = %s AND (r.figures->>'sales')::int > 0
+ORDER BY b.seq DESC, r.model_version, r.role LIMIT %s
+"""
+
+
+def realized_by_batch(
+    clean_conn: psycopg.Connection, model_name: str, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Per labelling batch, version and role, what that batch's sales said (the
+    realized_performance asset's figures), in landing order: realized error over time."""
+    with clean_conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(REALIZED_BY_BATCH, (model_name, limit)).fetchall()
+    return rows[::-1]

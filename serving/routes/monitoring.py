@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from realty.store.alerts import recent_alerts
-from realty.store.labels import realized_by_version
+from realty.store.labels import realized_by_batch, realized_by_version
 from realty.store.served import windows_since
 from serving.deps import database
 
@@ -59,10 +59,24 @@ class Realized(BaseModel):
     last_labelled_at: datetime
 
 
+class RealizedBatch(BaseModel):
+    batch_key: str = Field(description="The batch whose sales labelled the predictions")
+    labelled_at: datetime
+    version: str
+    role: str
+    sales: int
+    mae_log: float
+    mape: float
+    coverage: float | None
+
+
 class MonitoringResponse(BaseModel):
     model_name: str
     windows: list[ServedWindow] = Field(description="Oldest first")
     realized: list[Realized] = Field(description="Every sale so far; the newest labelled first")
+    realized_over_time: list[RealizedBatch] = Field(
+        description="Per labelling batch, version and role, the newest 500; oldest first"
+    )
     alerts: list[Alert] = Field(description="Newest first")
 
 
@@ -79,10 +93,14 @@ def monitoring(
         windows = windows_since(conn, settings.price_model_name, since)
         raised = recent_alerts(conn, alerts)
         realized = realized_by_version(conn, settings.price_model_name)
+        over_time = realized_by_batch(conn, settings.price_model_name)
     return MonitoringResponse(
         model_name=settings.price_model_name,
         windows=[_window(start, profile) for start, profile in windows],
         realized=[Realized(version=row.pop("model_version"), **row) for row in realized],
+        realized_over_time=[
+            RealizedBatch(version=row.pop("model_version"), **row) for row in over_time
+        ],
         alerts=[Alert(**alert) for alert in raised],
     )
 

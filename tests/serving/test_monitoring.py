@@ -95,3 +95,38 @@ def test_the_realized_error_of_each_version_comes_from_the_sales_labelled(servin
     assert mine["production"]["mape"] == pytest.approx(0.25)
     assert mine["shadow"]["mae_log"] == pytest.approx(0.0)
     assert mine["production"]["coverage"] is None and mine["production"]["coverage_n"] == 0
+
+
+def test_realized_error_over_time_follows_the_labelling_batches(serving_server) -> None:
+    settings, tag = serving_server.settings, random.randrange(10**9)
+    batches = [f"g9-over-time-{tag}-b{i}" for i in (1, 2)]
+    with alerts_connection(settings) as conn:
+        for seq, key in enumerate(batches, start=10**12 + tag):
+            conn.execute(
+                "INSERT INTO clean_batches (batch_key, seq, group_number, day, batch_number, "
+                "raw_rows, clean_rows, rejected_rows, rejects_by_reason, null_fractions) "
+                "VALUES (%s, %s, 9, 'over-time', 1, 0, 0, 0, '{}', '{}')",
+                (key, seq),
+            )
+        for key, mae in zip(batches, (0.3, 0.4), strict=True):
+            figures = {"sales": 40, "mae_log": mae, "mape": 0.2, "coverage": 0.9}
+            conn.execute(
+                "INSERT INTO realized_performance VALUES (%s, %s, '7', 'production', %s)",
+                (key, settings.price_model_name, json.dumps(figures)),
+            )
+            conn.execute(  # a batch that labelled nothing of this arm is no point in time
+                "INSERT INTO realized_performance VALUES (%s, %s, '7', 'shadow', %s)",
+                (key, settings.price_model_name, json.dumps({"sales": 0})),
+            )
+
+    try:
+        body = httpx.get(f"{serving_server.url}/v1/monitoring").json()
+    finally:  # other tests read clean_batches whole
+        with alerts_connection(settings) as conn:
+            conn.execute("DELETE FROM realized_performance WHERE batch_key = ANY(%s)", (batches,))
+            conn.execute("DELETE FROM clean_batches WHERE batch_key = ANY(%s)", (batches,))
+
+    mine = [r for r in body["realized_over_time"] if r["batch_key"] in batches]
+    assert [(r["batch_key"], r["role"], r["mae_log"]) for r in mine] == [
+        (batches[0], "production", 0.3), (batches[1], "production", 0.4),
+    ]  # fmt: skip

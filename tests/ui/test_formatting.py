@@ -300,3 +300,19 @@ def test_realized_error_is_a_row_per_version_and_role() -> None:
     )
     assert "| v3 | production | 9 | $50,000 | 25.0% | 0.220 | - |" in text
     assert "No sale has come back" in formatting.realized_table([])
+
+
+def test_realized_figure_draws_each_arm_over_the_labelling_batches() -> None:
+    batches = [
+        {"batch_key": f"b{i}", "labelled_at": f"2026-12-0{i}T10:00:00+00:00", "version": version,
+         "role": role, "sales": 40, "mae_log": mae, "mape": 0.2, "coverage": coverage}
+        for i, version, role, mae, coverage in [
+            (1, "3", "production", 0.30, 0.91), (2, "3", "production", 0.35, 0.88),
+            (2, "4", "shadow", 0.25, None), (3, "10", "production", 0.28, 0.90),
+        ]
+    ]  # fmt: skip
+    mae, coverage = charts.realized_figure(batches, level=0.9).axes
+    lines = {line.get_label(): line for line in mae.get_lines()}
+    assert list(lines) == ["v3 production", "v4 shadow", "v10 production"]  # versions by number
+    assert list(lines["v3 production"].get_ydata()) == [0.30, 0.35]
+    assert [line.get_ydata()[0] for line in coverage.get_lines()][-1] == 0.9  # the nominal level
