@@ -3,18 +3,17 @@ realty.alerts, which raises an alert when a check starts failing or passes again
 to the webhook. The tick says what it did, so the Dagster UI shows the alerts too."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
 
 from realty import alerts
 from realty.settings import get_settings
 from realty_assets.resources import MlflowResource, PostgresResource
 
-VERDICTS = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+# Of an execution record's statuses (planned, succeeded, failed, skipped), the verdicts. Read by
+# value: the record's class lives in dagster._core, which realty does not import.
+VERDICTS = {"SUCCEEDED", "FAILED"}
 HISTORY = 100  # evaluations read per check and tick: more than a tick ever adds
 
 
@@ -43,20 +42,20 @@ def alert_sensor(
     )
 
 
-def new_evaluations(
-    context: dg.SensorEvaluationContext, after: int | None
-) -> list[AssetCheckExecutionRecord]:
+def new_evaluations(context: dg.SensorEvaluationContext, after: int | None) -> list[Any]:
     """The evaluations since ``after``, oldest first; on the first tick, each check's last
     (the history before the sensor existed is not news)."""
     storage = context.instance.event_log_storage
     found = []
     for key in context.repository_def.asset_graph.asset_check_keys:
         history = storage.get_asset_check_execution_history(key, limit=HISTORY if after else 1)
-        found += [r for r in history if r.status in VERDICTS and (after is None or r.id > after)]
+        news = [r for r in history if after is None or r.id > after]
+        found += [r for r in news if r.status.value in VERDICTS]
     return sorted(found, key=lambda r: r.id)
 
 
-def evaluation(record: AssetCheckExecutionRecord) -> alerts.Evaluation:
+def evaluation(record: Any) -> alerts.Evaluation:
+    """An ``AssetCheckExecutionRecord`` of the event log as realty.alerts reads it."""
     check = record.event.dagster_event.event_specific_data
     return alerts.Evaluation(
         record_id=record.id,
