@@ -10,14 +10,18 @@ import psycopg
 from realty.model.intervals import UnseenResiduals
 from realty.store.clean import batches_through
 
+# A calibration reads the newest this many batches: errors of recent models on recent data, and
+# at most a million residuals at 50,000 rows a batch.
+NEWEST_BATCHES = 20
+
 
 def replace_residuals(
     clean_conn: psycopg.Connection, key: str, model_name: str, version: str, found: UnseenResiduals
 ) -> None:
     clean_conn.execute(
         "INSERT INTO unseen_residuals (batch_key, model_name, model_version, states, residuals) "
-        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_key) DO UPDATE SET "
-        "model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version, "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (batch_key, model_name) DO UPDATE SET "
+        "model_version = EXCLUDED.model_version, "
         "states = EXCLUDED.states, residuals = EXCLUDED.residuals, recorded_at = now()",
         (key, model_name, version, found.groups, found.residuals.astype("float32").tolist()),
     )
@@ -26,11 +30,13 @@ def replace_residuals(
 def residuals_through(
     clean_conn: psycopg.Connection, key: str, model_name: str
 ) -> UnseenResiduals | None:
-    """Every batch's residuals of ``key``'s stream up to and including ``key``; None if none."""
+    """The residuals of the newest ``NEWEST_BATCHES`` batches of ``key``'s stream up to and
+    including ``key`` that have them; None if none."""
     rows = clean_conn.execute(
-        "SELECT states, residuals FROM unseen_residuals "
-        "WHERE batch_key = ANY(%s) AND model_name = %s",
-        (batches_through(clean_conn, key), model_name),
+        "SELECT u.states, u.residuals FROM unseen_residuals u "
+        "JOIN unnest(%s::text[]) WITH ORDINALITY AS b(batch_key, n) USING (batch_key) "
+        "WHERE u.model_name = %s ORDER BY b.n DESC LIMIT %s",
+        (batches_through(clean_conn, key), model_name, NEWEST_BATCHES),
     ).fetchall()
     if not rows:
         return None

@@ -183,10 +183,11 @@ CREATE TABLE IF NOT EXISTS realized_performance (
 -- Production's error on each batch before it trained on it (drift_report): the residuals that
 -- calibrate the next candidates' price intervals (realty/model/intervals.py).
 CREATE TABLE IF NOT EXISTS unseen_residuals (
-    batch_key      text PRIMARY KEY,
+    batch_key      text NOT NULL,
     model_name     text NOT NULL,
     model_version  text NOT NULL,
     states         text[] NOT NULL,  -- the interval group of each listing
     residuals      real[] NOT NULL,  -- |log price - log predicted|, one per listing
-    recorded_at    timestamptz NOT NULL DEFAULT now()
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_key, model_name)
 );
