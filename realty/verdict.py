@@ -23,7 +23,7 @@ from realty.model.training import evaluate
 from realty.model.versions import reference_profile, version_metrics
 from realty.model_error import PerformanceDrift, RealizedError
 from realty.settings import Settings
-from realty.store.clean import read_clean_listings
+from realty.store.clean import batches_through, read_clean_listings
 from realty.store.labels import labels_of_version
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,29 @@ def judge_batch(
             batch=evaluate(batch["price"], predicted),
             validation=version_metrics(production),
         )
-        unseen = UnseenResiduals(
-            model.features(batch)[INTERVAL_GROUP].tolist(),
-            np.abs(
-                np.log(batch["price"].to_numpy("float64")) - np.log(np.clip(predicted, 1.0, None))
-            ),
-        )
+        if not _trained_on(clean_conn, production, key):  # a verdict run again, later
+            unseen = UnseenResiduals(
+                model.features(batch)[INTERVAL_GROUP].tolist(),
+                np.abs(
+                    np.log(batch["price"].to_numpy("float64"))
+                    - np.log(np.clip(predicted, 1.0, None))
+                ),
+            )
     realized = realized_error(settings, clean_conn, production)
     report = drift_report(
         reference_profile(production), batch, thresholds(settings), performance, realized
     )
     return Verdict(key, report, production, unseen)
+
+
+def _trained_on(clean_conn: psycopg.Connection, version: ModelVersion, key: str) -> bool:
+    """Whether ``version`` was trained on batch ``key`` (its training data ran through the
+    partition of its tag, in its stream)."""
+    through = version.tags.get("partition")
+    try:
+        return through is not None and key in batches_through(clean_conn, through)
+    except KeyError:  # trained on a stream this database does not hold
+        return False
 
 
 def realized_error(

@@ -63,6 +63,7 @@ def test_three_batches_through_the_loop(loop: Loop) -> None:
     with psycopg.connect(loop.settings.database_url("clean_data")) as conn:
         again = judge_batch(loop.settings, conn, client, "g1-learning-b001")
     assert not again.report.retrain, again.report.reasons
+    assert again.unseen is None  # production trained on it: no errors on unseen data to keep
 
     for expected in ("g1-learning-b002", "g1-learning-b003"):
         [ingest] = loop.source_tick()
