@@ -76,10 +76,9 @@ def fit(
         train, evaluation, budget, args.candidates, interval_level=level, unseen=unseen
     )[0]
     seconds = time.perf_counter() - started
+    log_pred, groups = best.model.log_prices_and_groups(evaluation)
     on_eval = ConformalCalibration.fit(
-        best.model.features(evaluation)[INTERVAL_GROUP].tolist(),
-        np.log(evaluation["price"].to_numpy("float64")),
-        np.log(best.model.predict(None, evaluation)),
+        groups, np.log(evaluation["price"].to_numpy("float64")), log_pred
     )
     return {
         "model": best.model,

@@ -18,7 +18,6 @@ from realty.drift import DriftReport, DriftThresholds, drift_report
 from realty.labels import SALE, realized_figures
 from realty.model import registry
 from realty.model.intervals import UnseenResiduals
-from realty.model.price_model import INTERVAL_GROUP
 from realty.model.training import evaluate
 from realty.model.versions import reference_profile, version_metrics
 from realty.model_error import PerformanceDrift, RealizedError
@@ -62,18 +61,16 @@ def judge_batch(
     performance = unseen = None
     if len(batch):
         model = registry.load_price_model(settings.price_model_name, production.version)
-        predicted = model.predict(None, batch)
+        log_predicted, groups = model.log_prices_and_groups(batch)
+        predicted = np.exp(log_predicted)
         performance = PerformanceDrift(
             batch=evaluate(batch["price"], predicted),
             validation=version_metrics(production),
         )
         if not _trained_on(clean_conn, production, key):  # a verdict run again, later
+            log_price = np.log(batch["price"].to_numpy("float64"))
             unseen = UnseenResiduals(
-                model.features(batch)[INTERVAL_GROUP].tolist(),
-                np.abs(
-                    np.log(batch["price"].to_numpy("float64"))
-                    - np.log(np.clip(predicted, 1.0, None))
-                ),
+                groups, np.abs(log_price - np.log(np.clip(predicted, 1.0, None)))
             )
     realized = realized_error(settings, clean_conn, production)
     report = drift_report(

@@ -94,10 +94,16 @@ class PriceModel(mlflow.pyfunc.PythonModel):
 
     def predict_log(self, listings: pd.DataFrame) -> np.ndarray:
         """Natural log of the predicted price (the scale the estimator was trained on)."""
+        return self.log_prices_and_groups(listings)[0]
+
+    def log_prices_and_groups(self, listings: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """``predict_log`` and each listing's interval group, from one feature frame."""
         frame = _frame(listings)
         if frame.empty:
-            return np.empty(0, dtype="float64")
-        return np.asarray(self.estimator.predict(self.features(frame)), dtype="float64")
+            return np.empty(0, dtype="float64"), []
+        features = self.features(frame)
+        log_price = np.asarray(self.estimator.predict(features), dtype="float64")
+        return log_price, features[INTERVAL_GROUP].tolist()
 
     def predict_rows(self, listings: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Prices in US dollars of ``listings`` given as dicts of listing fields: the numbers
@@ -117,8 +123,7 @@ class PriceModel(mlflow.pyfunc.PythonModel):
 
     def price_frame(self, listings: pd.DataFrame, level: float) -> PricedRows:
         """``predict``'s prices of a frame of listings with their intervals at ``level``."""
-        groups = self.features(_frame(listings))[INTERVAL_GROUP].tolist()
-        return self._priced(self.predict_log(listings), groups, level)
+        return self._priced(*self.log_prices_and_groups(listings), level)
 
     def interval_table(self, level: float) -> IntervalTable | None:
         """The intervals' half-widths at ``level``; None for a model without a calibration or
