@@ -7,13 +7,16 @@ batch is landed and cleaned by the platform's own code into a throwaway PostgreS
 - ``candidates`` (random): the clean listings split 80/20 at random (seed 0);
 - ``out_of_time``: the loop's training split of batches 1-8 (``split_for_training`` with batch
   8 the newest, what the loop trains on after batch 8), scored on every listing of batches 9-10;
-- ``out_of_geography``: group k-fold by state (5 folds), every listing predicted by the model
-  trained on the folds without its state; the figures are over the pooled predictions.
+- ``out_of_geography``: group k-fold by zip3 (5 folds), every listing predicted by a model that
+  never saw its zip3 (the USPS sectional centre: a region of a few counties); the figures are
+  over the pooled predictions;
+- ``out_of_state``: the same by state, harsher still: most of the sample's rows come from nine
+  states, so a fold holds out a fifth of the country's listings (all of Massachusetts, say).
 
 Each candidate is trained by ``realty.model.training`` in its own process, so its seconds and
 peak RSS are its own. Writes ``bench/results/quality.json``.
 
-    python bench/quality.py [--csv PATH] [--splits random,out_of_time,out_of_geography]
+    python bench/quality.py [--csv PATH] [--splits random,out_of_time,out_of_geography,...]
                             [--candidates catboost,hist_gradient_boosting,baseline_median]
 """
 
@@ -42,7 +45,7 @@ SEEN_BATCHES = 8  # out of time: the loop has seen batches 1-8 and meets 9-10
 GEOGRAPHY_FOLDS = 5
 # The simulator's start-up (importing its app) took over 30 s on this machine under load.
 SIMULATOR_START_S = 180.0
-SPLITS = ("random", "out_of_time", "out_of_geography")
+SPLITS = ("random", "out_of_time", "out_of_geography", "out_of_state")
 
 
 def land_and_clean(csv: Path, home: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -124,6 +127,7 @@ def folds(listings: pd.DataFrame, keys: list[str], split: str):
     """The (train, eval) pairs of a split; a listing is in at most one eval part."""
     from sklearn.model_selection import GroupKFold
 
+    from realty.model.features import prepare_features
     from realty.model.training import split_for_training
 
     if split == "random":
@@ -133,7 +137,10 @@ def folds(listings: pd.DataFrame, keys: list[str], split: str):
         seen = listings[listings["batch_key"].isin(keys[:SEEN_BATCHES])]
         train, _ = split_for_training(seen, keys[SEEN_BATCHES - 1], seed=SEED)
         return [(train, listings[listings["batch_key"].isin(keys[SEEN_BATCHES:])])]
-    groups = listings["state"].astype(str).to_numpy()
+    if split == "out_of_geography":
+        groups = prepare_features(listings)["zip3"].to_numpy()  # one group: no zip code
+    else:
+        groups = listings["state"].astype(str).to_numpy()
     return [
         (listings.iloc[train_rows], listings.iloc[eval_rows])
         for train_rows, eval_rows in GroupKFold(GEOGRAPHY_FOLDS).split(listings, groups=groups)
@@ -205,7 +212,7 @@ def write_results(result: dict) -> None:
         result["best"] = best
         result["baseline_mae_usd"] = baseline
         result["best_mae_reduction_vs_baseline"] = round(1 - random[best]["mae_usd"] / baseline, 4)
-    for key in ("out_of_time", "out_of_geography"):
+    for key in SPLITS[1:]:
         if key in result:
             result[f"best_{key}"] = max(result[key], key=lambda name: result[key][name]["r2_log"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

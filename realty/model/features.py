@@ -6,10 +6,14 @@
 ``str`` (``MISSING`` when unknown). It is stateless: the only setting, the reference date of
 ``years_since_sold``, lives in ``FeatureConfig``, which every logged model carries.
 
+Where the zip code is and what its county earns come from offline tables shipped in packages
+(``realty.model.geography``), so a zip code no listing has come from still has a place.
+
 ``LocationEncoder`` is the one fitted step: smoothed mean log price and log price per square
-foot of the listing's location, each level (zip code, city, zip3, state) shrunk towards the
-next coarser one. It is fitted on the training rows only and, like scikit-learn's
-``TargetEncoder``, encodes those rows out of fold so that no row sees its own price.
+foot of the listing's location, each level (zip code, city, zip3, county, metro area, state)
+shrunk towards the next coarser one, and the same means over the nearest zip codes training
+has seen. It is fitted on the training rows only and, like scikit-learn's ``TargetEncoder``,
+encodes those rows out of fold so that no row sees its own price.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import KFold
+from sklearn.neighbors import BallTree
 
+from realty.model.geography import (
+    PLACE_CODES,
+    PLACE_NUMBERS,
+    UNKNOWN_PLACE,
+    place_lookup,
+    zip_places,
+)
 from realty.schema import (
     LISTING_COLUMNS,
     date_value,
@@ -48,6 +60,11 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "years_since_sold",  # (reference_date - prev_sold_date) in years; NaN if never sold
     "zip_number",  # the zip code as a number: neighbouring zips are neighbouring places
     "facts_missing",  # how many of bed, bath, house_size, acre_lot are unknown (0-4)
+    # realty.model.geography, by zip code:
+    "lat",  # latitude and longitude (degrees)
+    "lon",
+    "log_county_wage",  # ln(the county's 2025 average weekly wage, $), BLS QCEW
+    "log_county_jobs",  # ln(the county's jobs), BLS QCEW: how urban the place is
 )
 CATEGORICAL_FEATURES: tuple[str, ...] = (
     "status",  # for_sale, sold, ready_to_build
@@ -56,6 +73,8 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
     "zip_code",  # 5 digits
     "zip3",  # the zip's first 3 digits: the USPS sectional centre, a region
     "brokered_by",  # the broker id as text: brokers work in markets and segments
+    "county",  # the county's 5-digit FIPS code (HUD crosswalk)
+    "cbsa",  # the metropolitan or micropolitan area's code; 99999 outside any
 )
 FEATURE_COLUMNS: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 MISSING = "__missing__"  # a categorical feature's value when the field is unknown
@@ -97,6 +116,7 @@ def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None
     zip_code = _zip_codes(field("zip_code"))
     state = _states(field("state"))
     city = _texts(field("city"))
+    places = zip_places().reindex(zip_code.to_numpy())
     numeric = {
         "bed": facts["bed"],
         "bath": facts["bath"],
@@ -105,6 +125,7 @@ def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None
         "years_since_sold": (pd.Timestamp(config.reference_date) - sold).dt.days / 365.25,
         "zip_number": pd.to_numeric(zip_code, errors="coerce"),
         "facts_missing": sum(facts[name].isna().astype("float64") for name in _FACTS),
+        **{name: places[name].to_numpy(dtype="float64") for name in PLACE_NUMBERS},
     }
     categorical = {
         "status": _each(field("status"), status_value).astype("string"),
@@ -113,6 +134,7 @@ def prepare_features(listings: pd.DataFrame, config: FeatureConfig | None = None
         "zip_code": zip_code,
         "zip3": zip_code.str.slice(0, 3),
         "brokered_by": _ids(field("brokered_by")),
+        **{name: pd.Series(places[name].to_numpy(), index=listings.index) for name in PLACE_CODES},
     }
     frame = pd.DataFrame(index=listings.index)
     for name in NUMERIC_FEATURES:
@@ -176,7 +198,8 @@ def feature_rows(
     ``CATEGORICAL_FEATURES`` per listing). A missing key counts as unknown."""
     config = config or FeatureConfig()
     reference = config.reference_date
-    numbers = np.empty((len(listings), 7), dtype="float64")
+    places = place_lookup()
+    numbers = np.empty((len(listings), len(NUMERIC_FEATURES)), dtype="float64")
     categories = []
     for row, listing in enumerate(listings):
         bed, bath, house_size, acre_lot = (number_value(listing.get(name)) for name in _FACTS)
@@ -188,6 +211,7 @@ def feature_rows(
         state = state_value(listing.get("state")) or text_value(listing.get("state"))
         city = text_value(listing.get("city"))
         status = status_value(listing.get("status"))
+        lat, lon, wage, jobs, county, cbsa = places.get(zip_code, UNKNOWN_PLACE)
         numbers[row] = (
             bed,
             bath,
@@ -196,6 +220,10 @@ def feature_rows(
             (reference - sold).days / 365.25 if sold is not None else math.nan,
             float(zip_code) if zip_code is not None else math.nan,
             float(sum(math.isnan(fact) for fact in facts)),
+            lat,
+            lon,
+            wage,
+            jobs,
         )
         categories.append(
             (
@@ -205,6 +233,8 @@ def feature_rows(
                 zip_code or MISSING,
                 zip_code[:3] if zip_code is not None else MISSING,
                 id_value(listing.get("brokered_by")) or MISSING,
+                county or MISSING,
+                cbsa or MISSING,
             )
         )
     # Logarithms of whole columns with numpy's ufuncs, as prepare_features takes them.
@@ -221,6 +251,12 @@ def feature_frame(numbers: np.ndarray, categories: list[tuple[str, ...]]) -> pd.
     return frame
 
 
+LOCATION_COLUMNS: tuple[str, ...] = ("loc_log_price", "loc_log_ppsf", "loc_rows")
+NEARBY_COLUMNS: tuple[str, ...] = ("nearby_log_price", "nearby_log_ppsf", "nearest_km")
+_EARTH_KM = 6371.0
+_LAT, _LON = NUMERIC_FEATURES.index("lat"), NUMERIC_FEATURES.index("lon")
+
+
 class LocationEncoder(TransformerMixin, BaseEstimator):
     """Adds the location's price level to a feature frame: smoothed target encoding.
 
@@ -228,26 +264,40 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
     estimate starts at the training mean and moves, level by level from coarse to fine
     (``levels``), towards the level's mean: ``(sum + smoothing * parent) / (count + smoothing)``.
     A level value never seen in training (or ``MISSING``) keeps its parent's estimate, so an
-    unknown zip code falls back to its city, zip3, state or the national level.
+    unknown zip code falls back to its city, zip3, county, metro area, state or the national
+    level.
 
     Added columns: ``loc_log_price``, ``loc_log_ppsf`` and ``loc_rows`` (training rows that
-    share the finest level, a confidence the trees can use). ``fit_transform`` encodes each
-    training row with tables built from the other folds (out of fold), as ``TargetEncoder``.
+    share the finest level, a confidence the trees can use); with ``neighbours``, the same
+    two means pooled over the training rows of the ``neighbours`` zip codes nearest to the
+    listing's (its own included when training had it) and ``nearest_km``, how far the nearest
+    one is: a new zip code borrows from the places around it, wherever the state lines are.
+    ``fit_transform`` encodes each training row with tables built from the other folds (out of
+    fold), as ``TargetEncoder``.
     """
+
+    # An encoder pickled before the nearby columns existed has no ``neighbours``: none.
+    neighbours: int = 0
 
     def __init__(
         self,
-        levels: Sequence[str] = ("state", "zip3", "city", "zip_code"),
+        levels: Sequence[str] = ("state", "cbsa", "county", "zip3", "city", "zip_code"),
         smoothing: float = 5.0,
+        neighbours: int = 10,
         cv: int = 5,
         random_state: int = 0,
     ) -> None:
         self.levels = levels
         self.smoothing = smoothing
+        self.neighbours = neighbours
         self.cv = cv
         self.random_state = random_state
 
-    ADDED_COLUMNS: tuple[str, ...] = ("loc_log_price", "loc_log_ppsf", "loc_rows")
+    ADDED_COLUMNS: tuple[str, ...] = LOCATION_COLUMNS + NEARBY_COLUMNS
+
+    @property
+    def added_columns(self) -> tuple[str, ...]:
+        return self.ADDED_COLUMNS if self.neighbours else LOCATION_COLUMNS
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> LocationEncoder:
         self.tables_ = self._tables(X, np.asarray(y, dtype="float64"))
@@ -257,7 +307,7 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
     def fit_transform(self, X: pd.DataFrame, y: np.ndarray, **_: object) -> pd.DataFrame:
         y = np.asarray(y, dtype="float64")
         self.fit(X, y)
-        encoded = np.empty((len(X), len(self.ADDED_COLUMNS)), dtype="float32")
+        encoded = np.empty((len(X), len(self.added_columns)), dtype="float32")
         if len(X) < 2 * self.cv:  # too few rows to hold any out: encode in sample
             encoded[:] = self._encode(self.tables_, X)
         else:
@@ -272,10 +322,11 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: Sequence[str] | None = None) -> np.ndarray:
         names = self.feature_names_in_ if input_features is None else input_features
-        return np.asarray([*names, *self.ADDED_COLUMNS], dtype=object)
+        return np.asarray([*names, *self.added_columns], dtype=object)
 
     def _tables(self, X: pd.DataFrame, y: np.ndarray) -> dict:
-        """Training means of both targets and, per level, each value's sums and counts."""
+        """Training means of both targets and, per level, each value's sums and counts; with
+        ``neighbours``, the training zip codes' sums in a ball tree of their places."""
         ppsf = y - X["log_house_size"].to_numpy(dtype="float64")
         sized = ~np.isnan(ppsf)
         means = {
@@ -294,7 +345,11 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
         for level in self.levels:
             stats = sums.groupby(X[level].to_numpy()).sum()
             levels[level] = stats.drop(index=MISSING, errors="ignore")
-        return {"means": means, "levels": levels}
+        tables = {"means": means, "levels": levels}
+        if self.neighbours:
+            by_zip = sums.groupby(X["zip_code"].to_numpy()).sum()
+            tables["nearby"] = _Nearby.build(by_zip.drop(index=MISSING, errors="ignore"))
+        return tables
 
     def _encode(self, tables: dict, X: pd.DataFrame) -> np.ndarray:
         price = np.full(len(X), tables["means"]["price"])
@@ -306,23 +361,31 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
             rows = found["price_count"].to_numpy()
             price = (found["price_sum"].to_numpy() + m * price) / (rows + m)
             ppsf = (found["ppsf_sum"].to_numpy() + m * ppsf) / (found["ppsf_count"].to_numpy() + m)
-        return np.column_stack([price, ppsf, rows]).astype("float32")
+        columns = [price, ppsf, rows]
+        if self.neighbours:
+            places = X[["lat", "lon"]].to_numpy(dtype="float64")
+            columns += tables["nearby"].encode(places, self.neighbours, tables["means"])
+        return np.column_stack(columns).astype("float32")
 
-    def encode_rows(self, categories: list[tuple[str, ...]]) -> np.ndarray:
+    def encode_rows(self, numbers: np.ndarray, categories: list[tuple[str, ...]]) -> np.ndarray:
         """``transform``'s added columns (float32, one row per listing) for ``feature_rows``'s
-        categorical tuples: the same arithmetic, with dict look-ups instead of frames."""
+        output: the same arithmetic, with dict look-ups instead of frames."""
         lookups = self._lookups()
         positions = [CATEGORICAL_FEATURES.index(level) for level in self.levels]
         means = self.tables_["means"]
         m = self.smoothing
-        encoded = np.empty((len(categories), len(self.ADDED_COLUMNS)), dtype="float32")
+        encoded = np.empty((len(categories), len(self.added_columns)), dtype="float32")
         for row, values in enumerate(categories):
             price, ppsf, rows = means["price"], means["ppsf"], 0.0
             for lookup, position in zip(lookups, positions, strict=True):
                 price_sum, rows, ppsf_sum, ppsf_count = lookup.get(values[position], _UNSEEN)
                 price = (price_sum + m * price) / (rows + m)
                 ppsf = (ppsf_sum + m * ppsf) / (ppsf_count + m)
-            encoded[row] = (price, ppsf, rows)
+            encoded[row, :3] = (price, ppsf, rows)
+        if self.neighbours:
+            places = np.asarray(numbers, dtype="float64")[:, [_LAT, _LON]]
+            nearby = self.tables_["nearby"].encode(places, self.neighbours, means)
+            encoded[:, 3:] = np.column_stack(nearby)
         return encoded
 
     def _lookups(self) -> list[dict[str, tuple[float, float, float, float]]]:
@@ -336,5 +399,38 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
         return self.lookups_
 
     def _with(self, X: pd.DataFrame, encoded: np.ndarray) -> pd.DataFrame:
-        added = pd.DataFrame(encoded, index=X.index, columns=list(self.ADDED_COLUMNS))
+        added = pd.DataFrame(encoded, index=X.index, columns=list(self.added_columns))
         return pd.concat([X, added], axis=1)
+
+
+@dataclass
+class _Nearby:
+    """The training zip codes that have a place: their sums, in a ball tree of (lat, lon)."""
+
+    tree: BallTree | None
+    sums: np.ndarray  # price_sum, price_count, ppsf_sum, ppsf_count per zip, in tree order
+
+    @classmethod
+    def build(cls, by_zip: pd.DataFrame) -> _Nearby:
+        places = zip_places()[["lat", "lon"]].reindex(by_zip.index).to_numpy(dtype="float64")
+        known = ~np.isnan(places).any(axis=1)
+        sums = by_zip[["price_sum", "price_count", "ppsf_sum", "ppsf_count"]].to_numpy()[known]
+        tree = BallTree(np.radians(places[known]), metric="haversine") if known.any() else None
+        return cls(tree, sums)
+
+    def encode(self, places: np.ndarray, neighbours: int, means: dict) -> list[np.ndarray]:
+        """[nearby_log_price, nearby_log_ppsf, nearest_km] of each (lat, lon); the training
+        means and NaN km where the place is unknown."""
+        price = np.full(len(places), means["price"])
+        ppsf = np.full(len(places), means["ppsf"])
+        km = np.full(len(places), np.nan)
+        known = ~np.isnan(places).any(axis=1)
+        if self.tree is not None and known.any():
+            k = min(neighbours, len(self.sums))
+            distance, nearest = self.tree.query(np.radians(places[known]), k=k)
+            pooled = self.sums[nearest].sum(axis=1)  # per listing: the 4 sums
+            price[known] = pooled[:, 0] / pooled[:, 1]
+            sized = pooled[:, 3] > 0  # else no neighbour had a house size: the training mean
+            ppsf[known] = np.where(sized, pooled[:, 2] / np.maximum(pooled[:, 3], 1.0), ppsf[known])
+            km[known] = distance[:, 0] * _EARTH_KM
+        return [price, ppsf, km]

@@ -152,7 +152,7 @@ class HgbRows:
 
     def predict_log(self, numbers: np.ndarray, categories: list[tuple[str, ...]]) -> np.ndarray:
         """Log prices (float64) of ``feature_rows``'s ``numbers`` and ``categories``."""
-        numeric = np.hstack([numbers, self.location.encode_rows(categories)])  # float32
+        numeric = np.hstack([numbers, self.location.encode_rows(numbers, categories)])  # float32
         columns = []
         for how, positions, lookups in self.parts:
             if how == "numeric":

