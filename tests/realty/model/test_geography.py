@@ -6,9 +6,16 @@ import math
 import socket
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from realty.model import geography
+from realty.model.features import (
+    CATEGORICAL_FEATURES,
+    MISSING,
+    NUMERIC_FEATURES,
+    feature_rows,
+    prepare_features,
+)
 from realty.model.geography import PLACE_CODES, PLACE_NUMBERS, place_lookup, zip_places
 
 
@@ -53,4 +60,15 @@ def test_the_lookup_holds_the_tables_values(no_network) -> None:
         expected = (*row[list(PLACE_NUMBERS)].astype(float), *row[list(PLACE_CODES)])
         for value, want in zip(lookup[zip_code], expected, strict=True):
             assert value == want or (math.isnan(value) and math.isnan(want))
-    assert geography.UNKNOWN_PLACE[len(PLACE_NUMBERS) :] == (None, None)
+
+
+def test_a_zip_code_the_tables_do_not_know_has_no_place(no_network) -> None:
+    """Both preparations give an unknown zip code NaN numbers and MISSING codes."""
+    listing = {"status": "sold", "city": "Nowhere", "state": "Maine", "zip_code": "00000"}
+    assert "00000" not in place_lookup()
+    numbers, [categories] = feature_rows([listing])
+    frame = prepare_features(pd.DataFrame([listing]))
+    for name in PLACE_NUMBERS:
+        assert np.isnan(numbers[0, NUMERIC_FEATURES.index(name)]) and frame[name].isna().all()
+    for name in PLACE_CODES:
+        assert categories[CATEGORICAL_FEATURES.index(name)] == MISSING == frame[name].iloc[0]
