@@ -384,8 +384,8 @@ class LocationEncoder(TransformerMixin, BaseEstimator):
             encoded[row, : len(LOCATION_COLUMNS)] = (price, ppsf, rows)
         if self.neighbours:
             places = np.asarray(numbers, dtype="float64")[:, [_LAT, _LON]]
-            nearby = self.tables_["nearby"].encode(places, self.neighbours, means)
-            encoded[:, len(LOCATION_COLUMNS) :] = np.column_stack(nearby)
+            nearby = self.tables_["nearby"].encode_remembered(places, self.neighbours, means)
+            encoded[:, len(LOCATION_COLUMNS) :] = nearby
         return encoded
 
     def _lookups(self) -> list[dict[str, tuple[float, float, float, float]]]:
@@ -434,3 +434,23 @@ class _Nearby:
             ppsf[known] = np.where(sized, pooled[:, 2] / np.maximum(pooled[:, 3], 1.0), ppsf[known])
             km[known] = distance[:, 0] * _EARTH_KM
         return [price, ppsf, km]
+
+    def encode_remembered(self, places: np.ndarray, neighbours: int, means: dict) -> np.ndarray:
+        """``encode``'s columns as one array, each known place's remembered: serving asks for
+        the same zip codes again and again, and a tree query costs more than all the other
+        features of a listing. At most one entry per zip code of the place table."""
+        memo = self.__dict__.setdefault("_memo", {})
+        encoded = np.empty((len(places), len(NEARBY_COLUMNS)))
+        encoded[:] = (means["price"], means["ppsf"], np.nan)  # unknown places
+        keys = [tuple(place) for place in places.tolist()]
+        known = [row for row, key in enumerate(keys) if not math.isnan(key[0] + key[1])]
+        new = list({keys[row] for row in known} - memo.keys())
+        if new:
+            columns = self.encode(np.asarray(new), neighbours, means)
+            memo.update(zip(new, np.column_stack(columns).tolist(), strict=True))
+        for row in known:
+            encoded[row] = memo[keys[row]]
+        return encoded
+
+    def __getstate__(self) -> dict:
+        return {"tree": self.tree, "sums": self.sums}  # pickled without the serving memo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import date
 
 import numpy as np
@@ -261,9 +262,16 @@ def test_a_new_zip_code_borrows_the_price_level_of_the_zip_codes_around_it() -> 
     km = encoded["nearest_km"].to_numpy()
     assert 0 < km[0] < 5 and 0 < km[1] < 20 and np.isnan(km[2])
     numbers, categories = feature_rows(new.to_dict("records"), CONFIG)
-    np.testing.assert_array_equal(
-        encoder.encode_rows(numbers, categories), encoded[list(encoder.added_columns)].to_numpy()
-    )
+    expected = encoded[list(encoder.added_columns)].to_numpy()
+    np.testing.assert_array_equal(encoder.encode_rows(numbers, categories), expected)
+    # Again, now from the places remembered, in another order with a repeat; and once more
+    # after a pickle round trip, which carries no memo.
+    order = [2, 1, 1, 0]
+    again = encoder.encode_rows(numbers[order], [categories[row] for row in order])
+    np.testing.assert_array_equal(again, expected[order])
+    unpickled = pickle.loads(pickle.dumps(encoder))
+    assert not hasattr(unpickled.tables_["nearby"], "_memo")
+    np.testing.assert_array_equal(unpickled.encode_rows(numbers, categories), expected)
 
 
 def test_an_encoder_without_neighbours_adds_the_location_columns_only() -> None:
