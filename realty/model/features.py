@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 
 import numpy as np
@@ -453,4 +453,4 @@ class _Nearby:
         return encoded
 
     def __getstate__(self) -> dict:
-        return {"tree": self.tree, "sums": self.sums}  # pickled without the serving memo
+        return {field.name: getattr(self, field.name) for field in fields(self)}  # not the memo
