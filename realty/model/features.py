@@ -427,8 +427,13 @@ class _Nearby:
         known = ~np.isnan(places).any(axis=1)
         if self.tree is not None and known.any():
             k = min(neighbours, len(self.sums))
-            distance, nearest = self.tree.query(np.radians(places[known]), k=k)
-            pooled = self.sums[nearest].sum(axis=1)  # per listing: the 4 sums
+            # One query per place, not per listing: a training frame has a few listings per
+            # zip code, and importances score shuffled copies of the same rows.
+            unique, inverse = np.unique(places[known], axis=0, return_inverse=True)
+            distance, nearest = self.tree.query(np.radians(unique), k=k)
+            inverse = inverse.reshape(-1)
+            pooled = self.sums[nearest].sum(axis=1)[inverse]  # per listing: the 4 sums
+            distance = distance[inverse]
             price[known] = pooled[:, 0] / pooled[:, 1]
             sized = pooled[:, 3] > 0  # else no neighbour had a house size: the training mean
             ppsf[known] = np.where(sized, pooled[:, 2] / np.maximum(pooled[:, 3], 1.0), ppsf[known])
