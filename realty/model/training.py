@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -265,17 +265,31 @@ class _Data:
     log_price: np.ndarray
     fit_rows: np.ndarray
     validation_rows: np.ndarray
+    _located: dict = field(default_factory=dict, repr=False)
 
-    def part(self, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-        return self.features.iloc[rows], self.log_price[rows]
+    @property
+    def fit_log_price(self) -> np.ndarray:
+        return self.log_price[self.fit_rows]
+
+    @property
+    def validation_log_price(self) -> np.ndarray:
+        return self.log_price[self.validation_rows]
+
+    def located(self, seed: int) -> tuple[LocationEncoder, pd.DataFrame, pd.DataFrame]:
+        """(encoder, fit rows, validation rows) with the location columns: one encoder fitted
+        on the fit rows, shared by both boosted candidates (its out-of-fold encoding is a
+        second or two of every training)."""
+        if seed not in self._located:
+            encoder = LocationEncoder(random_state=seed)
+            fit_x = encoder.fit_transform(self.features.iloc[self.fit_rows], self.fit_log_price)
+            val_x = encoder.transform(self.features.iloc[self.validation_rows])
+            self._located[seed] = (encoder, fit_x, val_x)
+        return self._located[seed]
 
 
 def _train_catboost(data: _Data, budget: TrainingBudget, deadline: float) -> tuple[Any, dict]:
-    encoder = LocationEncoder(random_state=budget.seed)
-    fit_x, fit_y = data.part(data.fit_rows)
-    val_x, val_y = data.part(data.validation_rows)
-    fit_x = encoder.fit_transform(fit_x, fit_y)
-    val_x = encoder.transform(val_x)
+    encoder, fit_x, val_x = data.located(budget.seed)
+    fit_y, val_y = data.fit_log_price, data.validation_log_price
     params = {
         "loss_function": "RMSE",
         "iterations": budget.iterations,
@@ -341,12 +355,11 @@ def _hgb_preprocessor(seed: int) -> ColumnTransformer:
 
 
 def _train_hgb(data: _Data, budget: TrainingBudget, deadline: float) -> tuple[Any, dict]:
-    encoder = LocationEncoder(random_state=budget.seed)
+    encoder, fit_x, val_x = data.located(budget.seed)
+    fit_y, val_y = data.fit_log_price, data.validation_log_price
     preprocessor = _hgb_preprocessor(budget.seed)
-    fit_x, fit_y = data.part(data.fit_rows)
-    val_x, val_y = data.part(data.validation_rows)
-    fit_m = preprocessor.fit_transform(encoder.fit_transform(fit_x, fit_y), fit_y)
-    val_m = preprocessor.transform(encoder.transform(val_x))
+    fit_m = preprocessor.fit_transform(fit_x, fit_y)
+    val_m = preprocessor.transform(val_x)
     fit_m, val_m = fit_m.astype(np.float32), val_m.astype(np.float32)
     names = list(preprocessor.get_feature_names_out())
     params = {
