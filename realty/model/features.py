@@ -431,7 +431,6 @@ class _Nearby:
             # zip code, and importances score shuffled copies of the same rows.
             unique, inverse = np.unique(places[known], axis=0, return_inverse=True)
             distance, nearest = self.tree.query(np.radians(unique), k=k)
-            inverse = inverse.reshape(-1)
             pooled = self.sums[nearest].sum(axis=1)[inverse]  # per listing: the 4 sums
             distance = distance[inverse]
             price[known] = pooled[:, 0] / pooled[:, 1]

@@ -23,7 +23,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -265,7 +266,7 @@ class _Data:
     log_price: np.ndarray
     fit_rows: np.ndarray
     validation_rows: np.ndarray
-    _located: dict = field(default_factory=dict, repr=False)
+    seed: int
 
     @property
     def fit_log_price(self) -> np.ndarray:
@@ -275,20 +276,18 @@ class _Data:
     def validation_log_price(self) -> np.ndarray:
         return self.log_price[self.validation_rows]
 
-    def located(self, seed: int) -> tuple[LocationEncoder, pd.DataFrame, pd.DataFrame]:
+    @cached_property
+    def located(self) -> tuple[LocationEncoder, pd.DataFrame, pd.DataFrame]:
         """(encoder, fit rows, validation rows) with the location columns: one encoder fitted
         on the fit rows, shared by both boosted candidates (its out-of-fold encoding is a
         second or two of every training)."""
-        if seed not in self._located:
-            encoder = LocationEncoder(random_state=seed)
-            fit_x = encoder.fit_transform(self.features.iloc[self.fit_rows], self.fit_log_price)
-            val_x = encoder.transform(self.features.iloc[self.validation_rows])
-            self._located[seed] = (encoder, fit_x, val_x)
-        return self._located[seed]
+        encoder = LocationEncoder(random_state=self.seed)
+        fit_x = encoder.fit_transform(self.features.iloc[self.fit_rows], self.fit_log_price)
+        return encoder, fit_x, encoder.transform(self.features.iloc[self.validation_rows])
 
 
 def _train_catboost(data: _Data, budget: TrainingBudget, deadline: float) -> tuple[Any, dict]:
-    encoder, fit_x, val_x = data.located(budget.seed)
+    encoder, fit_x, val_x = data.located
     fit_y, val_y = data.fit_log_price, data.validation_log_price
     params = {
         "loss_function": "RMSE",
@@ -355,7 +354,7 @@ def _hgb_preprocessor(seed: int) -> ColumnTransformer:
 
 
 def _train_hgb(data: _Data, budget: TrainingBudget, deadline: float) -> tuple[Any, dict]:
-    encoder, fit_x, val_x = data.located(budget.seed)
+    encoder, fit_x, val_x = data.located
     fit_y, val_y = data.fit_log_price, data.validation_log_price
     preprocessor = _hgb_preprocessor(budget.seed)
     fit_m = preprocessor.fit_transform(fit_x, fit_y)
@@ -574,4 +573,4 @@ def _data(train: pd.DataFrame, budget: TrainingBudget, config: FeatureConfig) ->
     validation_rows, fit_rows = np.sort(rows[:held]), np.sort(rows[held:])
     if held == 0:  # too few rows to hold any out: stop on the training rows themselves
         validation_rows = fit_rows
-    return _Data(features, log_price, fit_rows, validation_rows)
+    return _Data(features, log_price, fit_rows, validation_rows, budget.seed)
